@@ -3,7 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Without CUDA take the CPU wheel of torch 2.13.0 (on local disk on our machines); with CUDA, a CUDA build.
-TORCH := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" || echo "torch==2.13.0")
+# Plain PyPI torch==2.13.0 is a CUDA build on Linux x86_64; our CPU machines serve the CPU wheel of the same version from local disk.
+TORCH := torch==2.13.0
 
 .PHONY: venv demo test clean
 
