@@ -2,7 +2,6 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Without CUDA take the CPU wheel of torch 2.13.0 (on local disk on our machines); with CUDA, a CUDA build.
 # Plain PyPI torch==2.13.0 is a CUDA build on Linux x86_64; our CPU machines serve the CPU wheel of the same version from local disk.
 TORCH := torch==2.13.0
 
