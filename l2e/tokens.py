@@ -24,33 +24,49 @@ def encode_texts(
     max_length: int,
     instruction: Optional[str] = None,
 ) -> Tuple[List[List[int]], List[int]]:
-    """Tokenize ``texts`` (optionally prefixed by ``instruction``) into at most ``max_length`` ids each.
+    """Tokenize ``instruction + text`` for each text into at most ``max_length`` ids.
 
-    Returns ``(ids, instruction_lens)``; ``instruction_lens[i]`` leading tokens of ``ids[i]`` are the
-    instruction (0 when there is none). Decoder tokenizers: no special tokens from the tokenizer, EOS
-    appended last and kept after truncation. Encoder tokenizers: ``[CLS] instruction text [SEP]``.
+    Returns ``(ids, instruction_lens)``; ``instruction_lens[i]`` leading tokens of ``ids[i]`` belong to the
+    instruction (0 when there is none). The instruction and text are tokenized *together*, as
+    sentence-transformers does with prompts, so an exported model gives the same ids; the instruction
+    length is the common prefix with the instruction tokenized alone (a trailing space, as in ``Query: ``,
+    merges into the first word and then counts as text). Decoder tokenizers: no special tokens from the
+    tokenizer, EOS appended last and kept after truncation. Encoder tokenizers: ``[CLS] … [SEP]``.
     """
     texts = list(texts)
+    if not texts:
+        return [], []
     decoder = is_decoder_tokenizer(tokenizer)
-    inst_ids: List[int] = []
-    if instruction:
-        inst_ids = tokenizer(instruction, add_special_tokens=False)["input_ids"]
     if decoder:
         if tokenizer.eos_token_id is None:
             raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no eos_token; set one before tokenizing")
         head, tail = [], [tokenizer.eos_token_id]
     else:
         head, tail = [tokenizer.cls_token_id], [tokenizer.sep_token_id]
-    budget = max_length - len(head) - len(tail) - len(inst_ids)
-    if budget < 1:
+    prefix = instruction or ""
+    inst_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+    budget = max_length - len(head) - len(tail)
+    if budget <= len(inst_ids):
         raise ValueError(
             f"max_length={max_length} leaves no room for text after the instruction "
             f"({len(inst_ids)} tokens); raise max_length or shorten the instruction"
         )
-    body = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
-    ids = [head + inst_ids + b[:budget] + tail for b in body]
-    inst_len = len(head) + len(inst_ids) if inst_ids else 0
-    return ids, [inst_len] * len(ids)
+    bodies = tokenizer([prefix + t for t in texts], add_special_tokens=False)["input_ids"]
+    ids, inst_lens = [], []
+    for body in bodies:
+        n = _common_prefix(inst_ids, body)
+        ids.append(head + body[:budget] + tail)
+        inst_lens.append(len(head) + n if n else 0)
+    return ids, inst_lens
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def pad_batch(
