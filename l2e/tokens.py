@@ -2,9 +2,9 @@
 
 Why one function: an embedding model is only as good as the agreement between how it was trained and how
 it is queried. Decoder LLMs pool the EOS token (F2LLM, Qwen3-Embedding), so EOS is appended *after*
-truncation and always survives it. An instruction prefix (``Instruct: …\\nQuery: ``) is tokenized on its
-own and prepended, so its length in tokens is known exactly and skip-instruction pooling can exclude it.
-Encoder models (BERT/MiniLM) instead get their own special tokens ([CLS] … [SEP]).
+truncation and always survives it. An instruction prefix (``Instruct: …\\nQuery: ``) is tokenized together
+with the text, as sentence-transformers prompts are, and its length recorded so skip-instruction pooling
+can exclude it. Encoder models (BERT/MiniLM) instead get their own special tokens ([CLS] … [SEP]).
 """
 from __future__ import annotations
 
