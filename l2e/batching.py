@@ -1,0 +1,130 @@
+"""Which rows form each training batch, and how a batch becomes tensors.
+
+F2LLM's recipe: every batch comes from ONE dataset (in-batch negatives only make sense within a task), and
+the dataset of each step is drawn with probability proportional to its remaining batches, so all datasets
+finish together. The whole plan of an epoch is a pure function of ``(seed, epoch)`` and identical on every
+rank; each rank then takes its slice of the global batch. Resuming therefore only needs the number of
+batches already consumed (accelerate's ``skip_first_batches`` skips them).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from l2e.tokens import pad_batch
+
+
+@dataclass(frozen=True)
+class PlannedBatch:
+    dataset: int  # index into the list of datasets
+    rows: tuple  # global batch: train_batch_size * num_processes row indices
+
+
+def plan_epoch(sizes: Sequence[int], global_batch: int, seed: int, epoch: int,
+               bucket_lengths: Optional[Sequence[Sequence[int]]] = None) -> List[PlannedBatch]:
+    """All global batches of one epoch in training order (incomplete last batches are dropped).
+
+    ``bucket_lengths`` (per dataset, per row): sort shuffled rows into chunks of 50 batches by length, so a
+    batch holds similar lengths and pads less, while the order of batches stays random.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    per_ds: List[List[tuple]] = []
+    for d, n in enumerate(sizes):
+        order = rng.permutation(n)
+        if bucket_lengths is not None:
+            order = _bucket(order, np.asarray(bucket_lengths[d]), global_batch, rng)
+        per_ds.append([tuple(int(i) for i in order[k:k + global_batch])
+                       for k in range(0, n - global_batch + 1, global_batch)])
+    remaining = np.array([len(b) for b in per_ds], dtype=np.float64)
+    cursor = [0] * len(per_ds)
+    plan = []
+    while remaining.sum() > 0:
+        d = int(rng.choice(len(per_ds), p=remaining / remaining.sum()))
+        plan.append(PlannedBatch(d, per_ds[d][cursor[d]]))
+        cursor[d] += 1
+        remaining[d] -= 1
+    return plan
+
+
+def _bucket(order: np.ndarray, lengths: np.ndarray, global_batch: int, rng) -> np.ndarray:
+    chunk = global_batch * 50
+    out = []
+    for k in range(0, len(order), chunk):
+        part = order[k:k + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches = [part[i:i + global_batch] for i in range(0, len(part), global_batch)]
+        rng.shuffle(batches)
+        out.extend(batches)
+    return np.concatenate(out) if out else order
+
+
+def truncate(ids: Sequence[int], max_length: int) -> List[int]:
+    """Cut to ``max_length`` keeping the last token (EOS for decoders, [SEP] for encoders)."""
+    ids = list(ids)
+    return ids if len(ids) <= max_length else ids[: max_length - 1] + ids[-1:]
+
+
+class BatchCollator:
+    """Turns one rank's share of a planned batch into model inputs.
+
+    Hard negatives: ``num_hard_neg`` per row, sampled afresh each step from the row's negatives with a
+    generator seeded by (seed, epoch, batch) — reproducible and the same after a resume. A dataset whose
+    rows have fewer negatives uses as many as every row has (batches must be rectangular); classification
+    rows always use exactly one (F2LLM).
+    """
+
+    def __init__(self, datasets, *, num_hard_neg: int, query_len: int, passage_len: int, pad_id: int,
+                 seed: int, rank: int = 0, world: int = 1):
+        self.datasets = datasets
+        self.query_len, self.passage_len, self.pad_id = query_len, passage_len, pad_id
+        self.seed, self.rank, self.world = seed, rank, world
+        self.num_neg = [self._negatives_for(ds, num_hard_neg) for ds in datasets]
+
+    @staticmethod
+    def _negatives_for(ds, num_hard_neg: int) -> int:
+        fewest = min((len(n) for n in ds.neg_ids), default=0)
+        wanted = 1 if ds.task_type == "classification" else num_hard_neg
+        return min(wanted, fewest)
+
+    def __call__(self, batch: PlannedBatch, epoch: int, index: int) -> dict:
+        ds = self.datasets[batch.dataset]
+        local = len(batch.rows) // self.world
+        rows = batch.rows[self.rank * local:(self.rank + 1) * local]
+        k = self.num_neg[batch.dataset]
+        rng = np.random.default_rng([self.seed, epoch, index, 7])
+        # Every rank draws for the whole global batch, so its draws do not depend on the process count.
+        picks = [rng.permutation(len(ds.neg_ids[r]))[:k] for r in batch.rows][self.rank * local:(self.rank + 1) * local]
+        neg_ids = [[ds.neg_ids[r][j] for j in pick] for r, pick in zip(rows, picks)]
+        out = {
+            "dataset": batch.dataset,
+            "query": pad_batch([truncate(ds.query_ids[r], self.query_len) for r in rows], self.pad_id,
+                               [ds.instruction_len[r] for r in rows]),
+            "passage": pad_batch([truncate(ds.passages[ds.pos_id[r]], self.passage_len) for r in rows], self.pad_id),
+            "pos_keys": torch.tensor([ds.pos_id[r] for r in rows], dtype=torch.long),
+        }
+        if k:
+            flat = [p for row in neg_ids for p in row]
+            out["negative"] = pad_batch([truncate(ds.passages[p], self.passage_len) for p in flat], self.pad_id)
+            out["neg_keys"] = torch.tensor(neg_ids, dtype=torch.long)
+            if ds.neg_scores and all(len(ds.neg_scores[r]) for r in rows):
+                out["pos_scores"] = torch.tensor([ds.pos_score[r] for r in rows], dtype=torch.float32)
+                out["neg_scores"] = torch.tensor([[ds.neg_scores[r][j] for j in pick] for r, pick in zip(rows, picks)],
+                                                 dtype=torch.float32)
+        return out
+
+
+class EpochBatches(Dataset):
+    """The collated batches of one epoch for this rank, as a map-style dataset (one item = one batch)."""
+
+    def __init__(self, plan: List[PlannedBatch], collator: BatchCollator, epoch: int):
+        self.plan, self.collator, self.epoch = plan, collator, epoch
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.collator(self.plan[i], self.epoch, i)

@@ -1,0 +1,343 @@
+"""The training recipe: ``setup() → train() → cleanup()`` (the torchtune recipe shape).
+
+accelerate owns devices, processes, DDP/DeepSpeed, ``save_state``/``load_state`` (model, optimizer,
+scheduler, every process's RNG) and skipping the batches a resumed run already consumed. This module owns
+what is specific to contrastive embedding training: one dataset per batch, three towers (queries,
+positives, hard negatives) through one forward call, GradCache, validation by loss and nDCG@10, and
+checkpoints that are either complete or absent.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Dict, List, Optional
+
+import torch
+from accelerate import Accelerator
+from accelerate.data_loader import skip_first_batches
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from l2e import checkpoint
+from l2e.batching import BatchCollator, EpochBatches, plan_epoch
+from l2e.config import Config, check_hidden_size
+from l2e.grad_cache import grad_cache_step
+from l2e.optim import build_optimizer, build_scheduler
+
+
+class TrainingError(RuntimeError):
+    """A problem that stops training with a one-line message (NaN loss, no data, bad resume point)."""
+
+
+class Towers(torch.nn.Module):
+    """Runs the embedding model over several input groups in ONE module call.
+
+    Why: DDP registers its gradient hooks per forward call; calling the wrapped model three times (queries,
+    positives, negatives) before one backward is fragile under DDP, so the three passes live inside a
+    single ``forward``.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, groups: List[Dict[str, torch.Tensor]]) -> List[torch.Tensor]:
+        return [self.model(**g) for g in groups]
+
+
+def _inputs(group: Dict[str, torch.Tensor], device) -> Dict[str, torch.Tensor]:
+    return {k: group[k].to(device) for k in ("input_ids", "attention_mask", "pool_mask")}
+
+
+class Trainer:
+    def __init__(self, cfg: Config, resume: Optional[str] = None):
+        self.cfg, self.resume = cfg, resume
+        self.run_dir = os.path.join(cfg.output_dir, cfg.experiment_id)
+        self.step = 0  # optimizer steps done
+        self.consumed = 0  # batches (micro-steps) consumed across epochs
+        self.best: Optional[dict] = None
+        self.history: List[dict] = []
+
+    # ------------------------------------------------------------------------------------------- setup
+    def setup(self) -> None:
+        from l2e.data import load_tokenized
+        from l2e.losses import build_loss
+        from l2e.model import build_model
+
+        cfg = self.cfg
+        self.acc = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                               log_with="tensorboard", project_dir=cfg.tb_dir)
+        set_seed(cfg.seed)
+        self.train_sets = load_tokenized(cfg.train_data_path, "train")
+        self.valid_sets = [d for d in load_tokenized(cfg.train_data_path, "valid") if len(d)]
+        self.model, self.tokenizer = build_model(cfg)
+        check_hidden_size(cfg, self.model.hidden_size)
+        self.loss_fn = build_loss(cfg)
+        self.local_loss_fn = build_loss(_replace(cfg, cross_device_negatives=False))
+        self.global_batch = cfg.train_batch_size * self.acc.num_processes
+        self.batches_per_epoch = len(self._plan(0))
+        if self.batches_per_epoch == 0:
+            sizes = {d.name: len(d) for d in self.train_sets}
+            raise TrainingError(f"no dataset in {cfg.train_data_path} has a full global batch of "
+                                f"{self.global_batch} rows (sizes: {sizes}); lower train_batch_size")
+        self.total_steps = cfg.train_steps if cfg.train_steps > 0 else (
+            cfg.train_epochs * self.batches_per_epoch // cfg.gradient_accumulation_steps)
+        optimizer = build_optimizer(self.model, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                    betas=(cfg.adam_beta1, cfg.adam_beta2))
+        self.scheduler = build_scheduler(optimizer, base_lr=cfg.learning_rate, min_lr=cfg.min_lr,
+                                         warmup_steps=cfg.warmup_steps, total_steps=self.total_steps,
+                                         kind=cfg.lr_scheduler)
+        self.towers, self.optimizer = self.acc.prepare(Towers(self.model), optimizer)
+        self.acc.register_for_checkpointing(self.scheduler)
+        self.collator = BatchCollator(self.train_sets, num_hard_neg=cfg.num_hard_neg, query_len=cfg.query_len,
+                                      passage_len=cfg.passage_len, pad_id=self.tokenizer.pad_token_id,
+                                      seed=cfg.seed, rank=self.acc.process_index, world=self.acc.num_processes)
+        if self.acc.is_main_process:
+            os.makedirs(self.run_dir, exist_ok=True)
+            cfg.save(os.path.join(self.run_dir, "config.json"))
+        if self.resume:
+            self._load(checkpoint.resolve_resume(self.run_dir, self.resume))
+        self.acc.init_trackers(cfg.experiment_id, config=_scalar_config(cfg))
+
+    def _plan(self, epoch: int):
+        lengths = [[len(q) for q in d.query_ids] for d in self.train_sets] if self.cfg.length_bucketing else None
+        return plan_epoch([len(d) for d in self.train_sets], self.global_batch, self.cfg.seed, epoch, lengths)
+
+    def _batches(self):
+        """Endless stream of this rank's batches, starting after the ones already consumed."""
+        epoch, skip = divmod(self.consumed, self.batches_per_epoch)
+        while True:
+            loader = DataLoader(EpochBatches(self._plan(epoch), self.collator, epoch), batch_size=None,
+                                shuffle=False, num_workers=self.cfg.dataloader_num_workers)
+            if skip:
+                loader = skip_first_batches(loader, skip)
+            for batch in loader:
+                yield epoch, batch
+            epoch, skip = epoch + 1, 0
+
+    # ------------------------------------------------------------------------------------------- train
+    def train(self) -> None:
+        cfg, acc = self.cfg, self.acc
+        self.towers.train()
+        stream = self._batches()
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", disable=not acc.is_main_process)
+        t_last, tokens = time.time(), 0
+        self.t_start = time.time()
+        self.samples = 0
+        while self.step < self.total_steps:
+            epoch, batch = next(stream)
+            with acc.accumulate(self.towers):
+                terms = self._forward_backward(batch)
+                self.consumed += 1
+                tokens += sum(int(batch[k]["attention_mask"].sum()) for k in ("query", "passage", "negative")
+                              if k in batch)
+                grad_norm = None
+                if acc.sync_gradients and cfg.max_grad_norm > 0:
+                    grad_norm = acc.clip_grad_norm_(self.towers.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            if not acc.sync_gradients:
+                continue
+            self.scheduler.step()
+            self.step += 1
+            self.samples += self.global_batch * cfg.gradient_accumulation_steps
+            bar.update(1)
+            now = time.time()
+            record = self._record(terms, batch, epoch, grad_norm, tokens * acc.num_processes / max(now - t_last, 1e-9))
+            t_last, tokens = now, 0
+            if self.step % cfg.log_interval == 0 or self.step == self.total_steps:
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+            if self.step % cfg.validation_steps == 0 or self.step == self.total_steps:
+                self._validate()
+            if self.step % cfg.checkpointing_steps == 0 or self.step == self.total_steps:
+                self._save()
+        bar.close()
+
+    def _forward_backward(self, batch: dict) -> Dict[str, torch.Tensor]:
+        cfg, acc = self.cfg, self.acc
+        names = [k for k in ("query", "passage", "negative") if k in batch]
+        groups = [_inputs(batch[k], acc.device) for k in names]
+        ds = self.train_sets[batch["dataset"]]
+        extra = self._loss_extra(batch, ds)
+
+        def loss_of(reps: List[torch.Tensor]) -> Dict[str, torch.Tensor]:
+            q, p = reps[0], reps[1]
+            n = reps[2].view(q.shape[0], -1, q.shape[-1]) if len(reps) > 2 else None
+            return self.loss_fn(q, p, n, **extra)
+
+        if cfg.grad_cache:
+            terms = grad_cache_step(lambda g: self.towers([g])[0], groups, loss_of, cfg.grad_cache_mini_batch,
+                                    acc.backward, lambda: acc.no_sync(self.towers))
+        else:
+            terms = loss_of(self.towers(groups))
+        self._check_finite(terms, ds)  # before any backward/step: a NaN never reaches the weights
+        if not cfg.grad_cache:
+            acc.backward(terms["loss"])
+        return {k: v.detach() for k, v in terms.items()}
+
+    def _loss_extra(self, batch: dict, ds) -> dict:
+        device = self.acc.device
+        extra = {"pos_keys": batch["pos_keys"].to(device),
+                 "use_in_batch": self.cfg.in_batch_negatives and ds.task_type == "retrieval"}
+        for k in ("neg_keys", "pos_scores", "neg_scores"):
+            if k in batch:
+                extra[k] = batch[k].to(device)
+        return extra
+
+    def _check_finite(self, terms: Dict[str, torch.Tensor], ds) -> None:
+        if not torch.isfinite(terms["loss"]).all():
+            last = checkpoint.latest_checkpoint(self.run_dir) or "none yet"
+            raise TrainingError(
+                f"loss is {terms['loss'].item()} at step {self.step + 1} (dataset {ds.name!r}); nothing was "
+                f"updated or saved, last good checkpoint: {last}. Lower learning_rate or raise temperature.")
+
+    # ---------------------------------------------------------------------------------------- watching
+    def _record(self, terms, batch, epoch, grad_norm, tokens_per_s) -> dict:
+        ds = self.train_sets[batch["dataset"]]
+        values = {k: self.acc.reduce(v.float(), reduction="mean").item() for k, v in terms.items()}
+        record = {"step": self.step, "epoch": epoch, "dataset": ds.name, "lr": self.scheduler.get_last_lr()[0],
+                  "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                  "tokens_per_s": tokens_per_s, "elapsed_s": time.time() - self.t_start, **values}
+        scalars = {f"train/{k}": v for k, v in values.items()}
+        scalars.update({f"train/{k}/{ds.name}": v for k, v in values.items()})
+        scalars.update({"train/lr": record["lr"], "train/tokens_per_s": tokens_per_s})
+        if record["grad_norm"] is not None:
+            scalars["train/grad_norm"] = record["grad_norm"]
+        self.acc.log(scalars, step=self.step)
+        if self.acc.is_main_process:
+            with open(os.path.join(self.run_dir, "training_log.jsonl"), "a") as f:
+                f.write(json.dumps(record) + "\n")
+        return record
+
+    @torch.no_grad()
+    def _validate(self) -> None:
+        """Validation loss per dataset (and nDCG@10 on ``eval_data_dir``), on the main process only."""
+        if self.acc.is_main_process:
+            self.towers.eval()
+            result = {"step": self.step}
+            for ds in self.valid_sets:
+                result[f"valid_loss/{ds.name}"] = self._valid_loss(ds)
+            if self.cfg.eval_data_dir:
+                result.update(self._retrieval_metrics())
+            self.towers.train()
+            self.acc.log({k: v for k, v in result.items() if k != "step"}, step=self.step)
+            with open(os.path.join(self.run_dir, "validation_log.jsonl"), "a") as f:
+                f.write(json.dumps(result) + "\n")
+            key = "ndcg_at_10" if "ndcg_at_10" in result else None
+            score = result[key] if key else -sum(v for k, v in result.items() if k.startswith("valid_loss/"))
+            if len(result) > 1 and (self.best is None or score > self.best["score"]):
+                self.best = {"step": self.step, "score": score, "metric": key or "-valid_loss", **result}
+            self.history.append(result)
+        self.acc.wait_for_everyone()
+
+    def _valid_loss(self, ds) -> float:
+        model = self.acc.unwrap_model(self.towers).model
+        collator = BatchCollator([ds], num_hard_neg=self.cfg.num_hard_neg, query_len=self.cfg.query_len,
+                                 passage_len=self.cfg.passage_len, pad_id=self.tokenizer.pad_token_id,
+                                 seed=self.cfg.seed)
+        size = min(self.global_batch, len(ds))
+        losses = []
+        for i, planned in enumerate(plan_epoch([len(ds)], size, self.cfg.seed, 0)):
+            batch = collator(planned, 0, i)
+            reps = [model(**_inputs(batch[k], self.acc.device)) for k in ("query", "passage", "negative")
+                    if k in batch]
+            n = reps[2].view(reps[0].shape[0], -1, reps[0].shape[-1]) if len(reps) > 2 else None
+            extra = self._loss_extra(batch, ds)
+            losses.append(self.local_loss_fn(reps[0], reps[1], n, **extra)["loss"].item())
+        return sum(losses) / max(1, len(losses))
+
+    def _retrieval_metrics(self) -> dict:
+        from l2e.embedder import Embedder
+        from l2e.mteb_wrapper import evaluate_retrieval
+
+        cfg = self.cfg
+        model = self.acc.unwrap_model(self.towers).model
+        embedder = Embedder(model, self.tokenizer, query_instruction=cfg.query_instruction,
+                            max_length=cfg.passage_len, device=self.acc.device)
+        rows = evaluate_retrieval(embedder, cfg.eval_data_dir, max_queries=cfg.eval_max_queries,
+                                  query_instruction=cfg.query_instruction, batch_size=cfg.train_batch_size * 2)
+        return {k: rows[0][k] for k in ("ndcg_at_10", "recall_at_10", "recall_at_100", "mrr_at_10") if k in rows[0]}
+
+    # ------------------------------------------------------------------------------------- checkpoints
+    def _save(self) -> None:
+        """``step_N``: model (or adapter) + tokenizer + config + accelerate state, written atomically."""
+        acc = self.acc
+        final = os.path.join(self.run_dir, f"step_{self.step}")
+        tmp = final + ".tmp"
+        if acc.is_main_process:
+            checkpoint.begin(final)
+        acc.wait_for_everyone()
+        acc.save_state(os.path.join(tmp, "state"))
+        if acc.is_main_process:
+            self._save_model(tmp)
+            _fault_point("after_state")
+            state = {"step": self.step, "consumed_batches": self.consumed, "total_steps": self.total_steps,
+                     "num_processes": acc.num_processes, "best": self.best}
+            checkpoint.commit(tmp, final, state)
+            checkpoint.prune(self.run_dir, self.cfg.keep_last_n)
+        acc.wait_for_everyone()
+
+    def _save_model(self, folder: str) -> None:
+        model = self.acc.unwrap_model(self.towers).model
+        model.save(folder, self.tokenizer, extra=_model_settings(self.cfg))
+        self.cfg.save(os.path.join(folder, "training_config.json"))
+
+    def _load(self, path: str) -> None:
+        with open(os.path.join(path, checkpoint.STATE_FILE)) as f:
+            state = json.load(f)
+        if state["num_processes"] != self.acc.num_processes:
+            raise TrainingError(f"{path} was written by {state['num_processes']} processes; resume with the same "
+                                f"number (now {self.acc.num_processes}) so the data order stays the same")
+        self.acc.load_state(os.path.join(path, "state"))
+        self.step, self.consumed, self.best = state["step"], state["consumed_batches"], state.get("best")
+        if self.acc.is_main_process:
+            print(f"resumed from {path} at step {self.step}")
+
+    # ----------------------------------------------------------------------------------------- cleanup
+    def cleanup(self) -> dict:
+        """Export ``final/`` (sentence-transformers layout; merged model for LoRA) and the run summary."""
+        from l2e.export import export_final
+
+        acc = self.acc
+        acc.wait_for_everyone()
+        summary = {}
+        if acc.is_main_process:
+            model = acc.unwrap_model(self.towers).model
+            export_final(model, self.tokenizer, self.cfg, os.path.join(self.run_dir, "final"))
+            elapsed = time.time() - getattr(self, "t_start", time.time())
+            summary = {"experiment_id": self.cfg.experiment_id, "steps": self.step, "total_steps": self.total_steps,
+                       "train_time_s": elapsed, "samples": getattr(self, "samples", 0),
+                       "samples_per_s": getattr(self, "samples", 0) / max(elapsed, 1e-9),
+                       "num_processes": acc.num_processes, "best_validation": self.best,
+                       "final_dir": os.path.join(self.run_dir, "final"), "validation": self.history}
+            with open(os.path.join(self.run_dir, "training_summary.json"), "w") as f:
+                json.dump(summary, f, indent=2)
+        acc.end_training()
+        return summary
+
+
+def _model_settings(cfg: Config) -> dict:
+    return {"pooling_mode": cfg.pooling_mode, "bi_attn_enabled": cfg.bi_attn_enabled,
+            "skip_instruction": cfg.skip_instruction, "instruction_separator": cfg.instruction_separator,
+            "query_instruction": cfg.query_instruction, "query_max_length": cfg.query_len,
+            "passage_max_length": cfg.passage_len}
+
+
+def _replace(cfg: Config, **changes) -> Config:
+    import dataclasses
+
+    return dataclasses.replace(cfg, **changes)
+
+
+def _scalar_config(cfg: Config) -> dict:
+    """TensorBoard hparams accept scalars only: lists become strings."""
+    return {k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v)) for k, v in cfg.to_dict().items()}
+
+
+def _fault_point(name: str) -> None:
+    """Crash on purpose where ``L2E_FAULT=name`` says; the crash-mid-save test uses it (no-op otherwise)."""
+    if os.environ.get("L2E_FAULT") == name:
+        os._exit(137)
