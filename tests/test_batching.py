@@ -1,0 +1,83 @@
+"""Batch plan and collation: one dataset per batch, deterministic, rank slices, EOS-keeping truncation."""
+from dataclasses import dataclass, field
+from typing import List
+
+import torch
+
+from l2e.batching import BatchCollator, plan_epoch, truncate
+
+
+@dataclass
+class FakeDataset:  # the attributes of l2e.data.TokenizedDataset the collator reads
+    name: str
+    task_type: str
+    passages: List[List[int]]
+    query_ids: List[List[int]]
+    instruction_len: List[int]
+    pos_id: List[int]
+    neg_ids: List[List[int]]
+    pos_score: List[float] = field(default_factory=list)
+    neg_scores: List[List[float]] = field(default_factory=list)
+
+    def __len__(self):
+        return len(self.query_ids)
+
+
+def make_ds(n, task="retrieval", negs=3):
+    passages = [[100 + i, 2] for i in range(n + negs)]
+    return FakeDataset("ds", task, passages, [[7, 8, 9, i, 2] for i in range(n)], [2] * n, list(range(n)),
+                       [[n + j for j in range(negs)] for _ in range(n)])
+
+
+def test_plan_one_dataset_per_batch_all_rows_once():
+    plan = plan_epoch([10, 25], global_batch=4, seed=0, epoch=0)
+    assert len(plan) == 2 + 6  # incomplete last batches dropped
+    for ds in (0, 1):
+        rows = [r for b in plan if b.dataset == ds for r in b.rows]
+        assert len(rows) == len(set(rows))
+    assert all(len(b.rows) == 4 for b in plan)
+
+
+def test_plan_is_deterministic_and_changes_per_epoch():
+    assert plan_epoch([30, 12], 4, seed=3, epoch=0) == plan_epoch([30, 12], 4, seed=3, epoch=0)
+    assert plan_epoch([30, 12], 4, seed=3, epoch=0) != plan_epoch([30, 12], 4, seed=3, epoch=1)
+    assert plan_epoch([30, 12], 4, seed=3, epoch=0) != plan_epoch([30, 12], 4, seed=4, epoch=0)
+
+
+def test_length_bucketing_groups_similar_lengths():
+    lengths = [[i % 50 for i in range(400)]]
+    plan = plan_epoch([400], 8, seed=0, epoch=0, bucket_lengths=lengths)
+    spread = [max(lengths[0][r] for r in b.rows) - min(lengths[0][r] for r in b.rows) for b in plan]
+    unbucketed = plan_epoch([400], 8, seed=0, epoch=0)
+    spread0 = [max(lengths[0][r] for r in b.rows) - min(lengths[0][r] for r in b.rows) for b in unbucketed]
+    assert sum(spread) < sum(spread0) / 4
+
+
+def test_truncate_keeps_last_token():
+    assert truncate([1, 2, 3, 4, 5, 2], 4) == [1, 2, 3, 2]
+    assert truncate([1, 2], 4) == [1, 2]
+
+
+def test_collator_rank_slices_and_negatives():
+    ds = make_ds(8)
+    plan = plan_epoch([8], 4, seed=0, epoch=0)
+    full = BatchCollator([ds], num_hard_neg=2, query_len=4, passage_len=8, pad_id=0, seed=1)(plan[0], 0, 0)
+    halves = [BatchCollator([ds], num_hard_neg=2, query_len=4, passage_len=8, pad_id=0, seed=1, rank=r, world=2)
+              (plan[0], 0, 0) for r in (0, 1)]
+    assert full["query"]["input_ids"].shape == (4, 4)
+    assert full["query"]["input_ids"][:, -1].tolist() == [2, 2, 2, 2]  # EOS survives truncation
+    assert full["query"]["pool_mask"][0].tolist() == [0, 0, 1, 1]  # instruction tokens excluded
+    assert full["neg_keys"].shape == (4, 2) and full["negative"]["input_ids"].shape == (8, 2)
+    # the two ranks together hold exactly the single-process batch, negatives included
+    assert torch.equal(torch.cat([h["neg_keys"] for h in halves]), full["neg_keys"])
+    assert torch.equal(torch.cat([h["pos_keys"] for h in halves]), full["pos_keys"])
+
+
+def test_classification_uses_one_negative_and_fewest_available():
+    assert BatchCollator([make_ds(8, "classification")], num_hard_neg=5, query_len=4, passage_len=4, pad_id=0,
+                         seed=0).num_neg == [1]
+    assert BatchCollator([make_ds(8, negs=2)], num_hard_neg=5, query_len=4, passage_len=4, pad_id=0,
+                         seed=0).num_neg == [2]
+    no_negs = BatchCollator([make_ds(8, negs=0)], num_hard_neg=5, query_len=4, passage_len=4, pad_id=0, seed=0)
+    batch = no_negs(plan_epoch([8], 4, 0, 0)[0], 0, 0)
+    assert "negative" not in batch and "neg_keys" not in batch
