@@ -1,0 +1,109 @@
+"""Pooling: token hidden states (batch, seq, hidden) -> one embedding per text (batch, hidden).
+
+Every pooling is a pure function ``fn(hidden, attention_mask, pool_mask=None)`` registered by name in
+``POOLING``; configs name them (``pooling_mode``). Masks are 0/1 tensors of shape (batch, seq).
+
+Positions are always found from ``attention_mask``, never from token ids: SmolLM2 (and many decoders) use
+the EOS id as the pad id, so "the last EOS" would land on padding. All poolings are correct for right and
+left padding.
+
+``pool_mask`` implements skip-instruction: the instruction prefix is attended to by the model but is not
+averaged into the embedding (``mean``, ``weighted_mean``). ``eos``/``last`` and ``cls`` ignore it: the last
+token always lies after the instruction, and ``cls`` is by definition the first token.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from l2e.registry import lookup, make_register
+
+POOLING: Dict[str, Callable] = {}
+register = make_register(POOLING, "pooling")
+
+
+def get_pooling(name: str) -> Callable:
+    return lookup(POOLING, "pooling", name)
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(batch,) index of the last real token: the largest position whose mask is 1 (any padding side)."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)  # (seq,)
+    return (attention_mask.bool() * positions).argmax(dim=1)  # (batch,)
+
+
+def first_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(batch,) index of the first real token (torch.argmax returns the first maximum)."""
+    return attention_mask.bool().int().argmax(dim=1)  # (batch,)
+
+
+def _gather(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]  # (batch, hidden)
+
+
+def _pooled_tokens(attention_mask: torch.Tensor, pool_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """(batch, seq) bool: tokens that enter an average (real, and outside the instruction when given)."""
+    keep = attention_mask.bool()
+    return keep if pool_mask is None else keep & pool_mask.bool()
+
+
+def _weighted_sum(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_t w_t h_t / sum_t w_t in float32 (bf16 sums over hundreds of tokens lose digits)."""
+    weights = weights.to(torch.float32)  # (batch, seq)
+    # masked_fill, not multiplication: padded rows may hold NaN (fully masked attention rows) and NaN * 0 = NaN.
+    h = hidden.to(torch.float32).masked_fill(weights.unsqueeze(-1) == 0, 0.0)  # (batch, seq, hidden)
+    total = (h * weights.unsqueeze(-1)).sum(dim=1)  # (batch, hidden)
+    return total / weights.sum(dim=1, keepdim=True).clamp(min=1e-9)
+
+
+@register("eos")
+@register("last")
+def last_token_pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pool_mask=None) -> torch.Tensor:
+    """Hidden state of the last real token (the appended EOS): what a causal decoder has read everything by."""
+    return _gather(hidden, last_token_index(attention_mask)).to(torch.float32)  # (batch, hidden)
+
+
+@register("cls")
+def first_token_pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pool_mask=None) -> torch.Tensor:
+    """Hidden state of the first real token ([CLS] for BERT-style encoders)."""
+    return _gather(hidden, first_token_index(attention_mask)).to(torch.float32)  # (batch, hidden)
+
+
+@register("mean")
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pool_mask=None) -> torch.Tensor:
+    """Average of the pooled tokens' hidden states."""
+    return _weighted_sum(hidden, _pooled_tokens(attention_mask, pool_mask))  # (batch, hidden)
+
+
+@register("weighted_mean")
+def weighted_mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pool_mask=None) -> torch.Tensor:
+    """SGPT position-weighted mean (Muennighoff 2022): the i-th pooled token weighs i, i = 1..n.
+
+    Later tokens of a causal model have seen more of the text, so they count more. Weights restart at 1 on
+    the first pooled token (after the instruction when ``pool_mask`` is given, after left padding).
+    """
+    keep = _pooled_tokens(attention_mask, pool_mask).long()  # (batch, seq)
+    weights = keep.cumsum(dim=1) * keep  # (batch, seq): 0 .. 0 1 2 .. n 0 ..
+    return _weighted_sum(hidden, weights)  # (batch, hidden)
+
+
+def instruction_len_from_separator(tokenizer, ids: Sequence[int], separator: str) -> int:
+    """Number of leading tokens of ``ids`` up to and including the end of ``separator`` (0 if absent).
+
+    For texts whose instruction length was not recorded at tokenization (e.g. ``Instruct: …\\nQuery: text``
+    stored as one string). Searching in text space, not token space, because BPE merges the separator with
+    its neighbours differently in context than alone. The smallest prefix whose decoded text contains the
+    separator is found by bisection (containment only grows with the prefix).
+    """
+    ids: List[int] = list(ids)
+    if not separator or separator not in tokenizer.decode(ids):
+        return 0
+    lo, hi = 1, len(ids)  # invariant: decode(ids[:hi]) contains the separator
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if separator in tokenizer.decode(ids[:mid]):
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi

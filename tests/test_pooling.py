@@ -1,0 +1,107 @@
+"""Poolings as pure functions: exact hand-computed numbers, right and left padding, skip-instruction."""
+import math
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from helpers_models import TOKENIZER_DIR
+from l2e.config import POOLING_MODES
+from l2e.pooling import POOLING, get_pooling, instruction_len_from_separator, last_token_index
+from l2e.tokens import encode_texts
+
+NAN = math.nan
+# Row 0 is right-padded, row 1 left-padded; padded positions hold NaN (what fully masked attention rows can
+# produce), so any pooling that lets padding leak in fails loudly.
+HIDDEN = torch.tensor([
+    [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [NAN, NAN]],
+    [[NAN, NAN], [2.0, 0.0], [4.0, 0.0], [9.0, 3.0]],
+])  # (batch=2, seq=4, hidden=2)
+MASK = torch.tensor([[1, 1, 1, 0], [0, 1, 1, 1]])
+# Instruction = first real token of each row.
+POOL = torch.tensor([[0, 1, 1, 0], [0, 0, 1, 1]])
+
+
+def pool(name, pool_mask=None):
+    return get_pooling(name)(HIDDEN, MASK, pool_mask)
+
+
+def test_registry_matches_config_choices():
+    assert sorted(POOLING) == sorted(POOLING_MODES)
+
+
+def test_unknown_pooling_lists_valid_names():
+    with pytest.raises(KeyError, match="unknown pooling 'max'; valid: cls, eos, last, mean, weighted_mean"):
+        get_pooling("max")
+
+
+@pytest.mark.parametrize("name", ["eos", "last"])
+def test_last_token_both_padding_sides(name):
+    torch.testing.assert_close(pool(name), torch.tensor([[5.0, 6.0], [9.0, 3.0]]))
+
+
+def test_last_token_index_never_uses_token_ids():
+    # Right padding, left padding, no padding, a single real token.
+    mask = torch.tensor([[1, 1, 0, 0], [0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1]])
+    assert last_token_index(mask).tolist() == [1, 3, 3, 3]
+
+
+def test_cls_is_first_real_token():
+    torch.testing.assert_close(pool("cls"), torch.tensor([[1.0, 2.0], [2.0, 0.0]]))
+
+
+def test_mean():
+    torch.testing.assert_close(pool("mean"), torch.tensor([[3.0, 4.0], [5.0, 1.0]]))
+
+
+def test_weighted_mean_sgpt_weights():
+    # weights 1, 2, 3 over the real tokens: row 0 (1*1 + 2*3 + 3*5) / 6, (1*2 + 2*4 + 3*6) / 6
+    expected = torch.tensor([[22 / 6, 28 / 6], [37 / 6, 9 / 6]])
+    torch.testing.assert_close(pool("weighted_mean"), expected)
+
+
+def test_mean_skips_instruction():
+    torch.testing.assert_close(pool("mean", POOL), torch.tensor([[4.0, 5.0], [6.5, 1.5]]))
+
+
+def test_weighted_mean_restarts_weights_after_instruction():
+    # weights 1, 2 over the pooled tokens only: row 1 (1*[4, 0] + 2*[9, 3]) / 3
+    expected = torch.tensor([[13 / 3, 16 / 3], [22 / 3, 6 / 3]])
+    torch.testing.assert_close(pool("weighted_mean", POOL), expected)
+
+
+@pytest.mark.parametrize("name", ["eos", "last", "cls"])
+def test_token_poolings_ignore_pool_mask(name):
+    torch.testing.assert_close(pool(name, POOL), pool(name))
+
+
+def test_bf16_hidden_pools_in_float32():
+    out = get_pooling("mean")(HIDDEN.nan_to_num().bfloat16(), MASK, None)
+    assert out.dtype == torch.float32
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+
+
+def test_instruction_len_from_separator_matches_recorded_length(tokenizer):
+    instruction = "Instruct: find the passage\nQuery: "
+    ids, lens = encode_texts(tokenizer, ["what is rope?"], 64, instruction=instruction)
+    k = instruction_len_from_separator(tokenizer, ids[0], "Query:")
+    assert tokenizer.decode(ids[0][:k]).endswith("Query:")
+    assert "Query:" not in tokenizer.decode(ids[0][: k - 1])
+    # Tokenized together, the space after "Query:" merges into the first word, so both lengths agree.
+    assert k == lens[0] == 9
+
+
+def test_instruction_len_from_separator_absent_is_zero(tokenizer):
+    ids = tokenizer("no separator here")["input_ids"]
+    assert instruction_len_from_separator(tokenizer, ids, "Query:") == 0
+    assert instruction_len_from_separator(tokenizer, ids, "") == 0
+
+
+def test_instruction_len_from_separator_takes_first_occurrence(tokenizer):
+    ids = tokenizer("Query: what does Query: mean")["input_ids"]
+    k = instruction_len_from_separator(tokenizer, ids, "Query:")
+    assert tokenizer.decode(ids[:k]) == "Query:"
