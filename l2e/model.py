@@ -1,0 +1,354 @@
+"""The embedding model: a base LLM without LM head, optional bidirectional attention, LoRA/QLoRA, pooling.
+
+``build_model(cfg)`` is the one builder (training); ``load_embedding_model(ckpt_dir)`` reads back what
+``EmbeddingModel.save`` wrote (inference). A checkpoint folder holds the backbone (full weights, or only
+the LoRA adapter), the tokenizer and ``l2e_model.json`` with the settings inference must reproduce
+(pooling, bidirectional attention, instruction handling, max lengths, where the base model lives).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import nn
+from transformers import AutoModel, AutoTokenizer
+
+from l2e.bidirectional import is_bidirectional, set_bidirectional
+from l2e.pooling import get_pooling
+
+SETTINGS_FILE = "l2e_model.json"
+# Settings that travel with a checkpoint (besides pooling_mode / bi_attn_enabled / skip_instruction / is_adapter,
+# which the model itself knows).
+CARRIED = ("instruction_separator", "query_instruction", "query_max_length", "passage_max_length",
+           "base_model_path", "gguf_file")
+LOAD_OVERRIDES = ("pooling_mode", "bi_attn_enabled", "skip_instruction", "torch_dtype", "attn_implementation") + CARRIED[:4]
+
+
+class ModelNotAvailableError(OSError):
+    """``model_path`` is neither a local folder/file nor a cached hub id that may be used offline."""
+
+
+class EmbeddingModel(nn.Module):
+    """Backbone (plain or peft-wrapped) + pooling: ``forward`` returns un-normalised (batch, hidden) float32.
+
+    ``pool_mask`` is used only when ``skip_instruction`` is on, so callers can always pass it.
+    ``settings`` holds the ``CARRIED`` values written next to the weights by ``save``.
+    """
+
+    def __init__(self, backbone: nn.Module, pooling_mode: str = "eos", skip_instruction: bool = False,
+                 settings: Optional[Dict[str, Any]] = None):
+        super().__init__()
+        get_pooling(pooling_mode)  # fail now, with the valid names, not at the first batch
+        self.backbone = backbone
+        self.pooling_mode = pooling_mode
+        self.skip_instruction = skip_instruction
+        self.settings = {k: (settings or {}).get(k, v) for k, v in _carried_defaults().items()}
+
+    @property
+    def hidden_size(self) -> int:
+        return self.backbone.config.hidden_size
+
+    @property
+    def is_adapter(self) -> bool:
+        return _is_peft(self.backbone)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                pool_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        # Positions counted over real tokens: a left-padded text gets the same positions (and the same
+        # states) as when unpadded. transformers would otherwise number the padding too.
+        position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (batch, seq)
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        pool = get_pooling(self.pooling_mode)
+        return pool(out.last_hidden_state, attention_mask, pool_mask if self.skip_instruction else None)
+
+    def describe(self) -> Dict[str, Any]:
+        """The ``l2e_model.json`` content."""
+        return {"pooling_mode": self.pooling_mode, "bi_attn_enabled": is_bidirectional(self.backbone),
+                "skip_instruction": self.skip_instruction, "is_adapter": self.is_adapter, **self.settings}
+
+    def save(self, out_dir: str, tokenizer=None, extra: Optional[Dict[str, Any]] = None) -> None:
+        """Write the backbone (the adapter only under LoRA), the tokenizer and ``l2e_model.json``."""
+        os.makedirs(out_dir, exist_ok=True)
+        self.backbone.save_pretrained(out_dir)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(out_dir)
+        with open(os.path.join(out_dir, SETTINGS_FILE), "w") as f:
+            json.dump({**self.describe(), **(extra or {})}, f, indent=2)
+            f.write("\n")
+
+
+def _carried_defaults() -> Dict[str, Any]:
+    return {"instruction_separator": "Query:", "query_instruction": "", "query_max_length": 0,
+            "passage_max_length": 0, "base_model_path": "", "gguf_file": ""}
+
+
+def _is_peft(module: nn.Module) -> bool:
+    from peft import PeftModel
+
+    return isinstance(module, PeftModel)
+
+
+# --- loading ----------------------------------------------------------------------------------------------
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """``auto``: bfloat16 on CUDA (the training dtype of modern LLMs), float32 on CPU (bf16 matmuls crawl there)."""
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def split_gguf(model_path: str, gguf_file: str = "") -> Tuple[str, Optional[str]]:
+    """(folder, gguf file name or None): ``model_path`` may be a .gguf file or a folder plus ``gguf_file``."""
+    if model_path.endswith(".gguf"):
+        return os.path.dirname(os.path.abspath(model_path)), os.path.basename(model_path)
+    return model_path, gguf_file or None
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _source_kwargs(folder: str, gguf: Optional[str], cache_dir: str) -> Dict[str, Any]:
+    kwargs: Dict[str, Any] = {"cache_dir": cache_dir or None}
+    if gguf:
+        kwargs["gguf_file"] = gguf
+    if not os.path.isdir(folder) and _hub_offline():
+        kwargs["local_files_only"] = True  # never reach for the network when it is off: fail fast, clearly
+    return kwargs
+
+
+def _not_available(folder: str, err: Exception) -> ModelNotAvailableError:
+    return ModelNotAvailableError(
+        f"model_path={folder!r} is not available locally: it is not a folder on this machine and not in the "
+        f"Hugging Face cache (downloads are off or failed: {type(err).__name__}). Download it where there is "
+        f"internet (`hf download {folder} --local-dir DIR`) and set model_path to that folder, or to a .gguf file."
+    )
+
+
+def check_attn_implementation(name: str) -> None:
+    if name == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise ImportError(
+            "attn_implementation='flash_attention_2' needs the flash-attn package (CUDA only: "
+            "pip install flash-attn); it is not installed. Use attn_implementation='sdpa'."
+        )
+
+
+def _quantization_kwargs(quantization: str, dtype: torch.dtype) -> Dict[str, Any]:
+    """bitsandbytes settings for QLoRA (Dettmers 2023: NF4, double quantization, bf16 compute)."""
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            f"quantization={quantization!r} (QLoRA) needs a CUDA GPU for bitsandbytes and this machine has none; "
+            "set quantization='none' to train LoRA on full-precision weights."
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ImportError(f"quantization={quantization!r} needs bitsandbytes: pip install bitsandbytes")
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "4bit":
+        bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                 bnb_4bit_compute_dtype=dtype)
+    else:
+        bnb = BitsAndBytesConfig(load_in_8bit=True)
+    return {"quantization_config": bnb, "device_map": {"": torch.cuda.current_device()}}
+
+
+def drop_gguf_quantizer(model: nn.Module) -> None:
+    """Make a GGUF-loaded model an ordinary one so that ``save_pretrained`` works.
+
+    transformers dequantizes GGUF tensors to plain float tensors at load but still marks the model as
+    quantized (``config.quantization_config``, ``hf_quantizer``, ``is_quantized``), and refuses to save it.
+    """
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.quantization_method = None
+
+
+def load_backbone(model_path: str, gguf_file: str = "", torch_dtype: str = "auto", attn_implementation: str = "sdpa",
+                  quantization: str = "none", cache_dir: str = "") -> nn.Module:
+    """The base model without LM head (``AutoModel``) from a folder, a hub id or a GGUF file."""
+    check_attn_implementation(attn_implementation)
+    folder, gguf = split_gguf(model_path, gguf_file)
+    dtype = resolve_dtype(torch_dtype)
+    kwargs = {"dtype": dtype, "attn_implementation": attn_implementation, **_source_kwargs(folder, gguf, cache_dir)}
+    if quantization != "none":
+        kwargs.update(_quantization_kwargs(quantization, dtype))
+    try:
+        model = AutoModel.from_pretrained(folder, **kwargs)
+    except (OSError, ValueError) as e:  # hub ids that cannot be resolved raise either
+        if os.path.exists(folder):
+            raise
+        raise _not_available(folder, e) from e
+    if gguf:
+        drop_gguf_quantizer(model)
+    model.config.use_cache = False  # embeddings never generate; a KV cache only costs memory
+    return model
+
+
+def ensure_pad_token(tokenizer) -> None:
+    """Decoders often ship without a pad token: pad with EOS (positions come from the mask, never from ids)."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has neither a pad nor an eos token; set one")
+        tokenizer.pad_token = tokenizer.eos_token
+    # l2e.tokens.pad_batch pads on the right; keep tokenizer(...) padding consistent with it. Pooling and
+    # position ids work for either side.
+    tokenizer.padding_side = "right"
+
+
+def load_tokenizer(model_path: str, gguf_file: str = "", cache_dir: str = ""):
+    folder, gguf = split_gguf(model_path, gguf_file)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, **_source_kwargs(folder, gguf, cache_dir))
+    except (OSError, ValueError) as e:
+        if os.path.exists(folder):
+            raise
+        raise _not_available(folder, e) from e
+    ensure_pad_token(tokenizer)
+    return tokenizer
+
+
+# --- LoRA / QLoRA -----------------------------------------------------------------------------------------
+
+
+def enable_gradient_checkpointing(backbone: nn.Module) -> None:
+    # Non-reentrant checkpointing: gradients reach LoRA weights even though the (frozen) inputs need no grad,
+    # so no enable_input_require_grads hook is needed.
+    backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def _linear_names(model: nn.Module) -> list:
+    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)})
+
+
+def apply_lora(backbone: nn.Module, cfg) -> nn.Module:
+    """Wrap ``backbone`` with LoRA adapters (new, or continued from ``cfg.lora_adapter_path``)."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if cfg.lora_adapter_path:
+        return PeftModel.from_pretrained(backbone, cfg.lora_adapter_path, is_trainable=True)
+    lora = LoraConfig(task_type=cfg.lora_task_type, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                      lora_dropout=cfg.lora_dropout, bias=cfg.lora_bias, target_modules=list(cfg.lora_target_modules))
+    try:
+        return get_peft_model(backbone, lora)
+    except ValueError as e:
+        raise _lora_error(e, cfg, backbone) from None
+
+
+def _lora_error(err: ValueError, cfg, backbone: nn.Module) -> ValueError:
+    """peft's errors restated in config terms (what to change in the JSON)."""
+    targets, model_type = list(cfg.lora_target_modules), backbone.config.model_type
+    if "not found in the base model" in str(err):
+        return ValueError(f"lora_target_modules={targets} match no layer of this {model_type} model; "
+                          f"its linear layers are: {', '.join(_linear_names(backbone))}")
+    if "lora_dropout != 0" in str(err):
+        # transformers 5 fuses MoE experts (DeepSeek-V3, Qwen3-MoE) into 3-D parameters; peft maps
+        # gate_proj/up_proj/down_proj onto them with a wrapper that cannot apply dropout.
+        return ValueError(f"lora_dropout={cfg.lora_dropout} cannot be used on the fused MoE experts of this "
+                          f"{model_type} model (targeted through gate_proj/up_proj/down_proj); set lora_dropout=0, "
+                          "or drop those names from lora_target_modules to adapt attention only")
+    return err
+
+
+def build_model(cfg) -> Tuple[EmbeddingModel, Any]:
+    """(EmbeddingModel, tokenizer) from a validated ``Config``: load, bidirectional, checkpointing, LoRA."""
+    if cfg.lora_adapter_path and not cfg.lora_enabled:
+        raise ValueError("lora_adapter_path is set but lora_enabled=false; set lora_enabled=true to continue "
+                         "training that adapter")
+    backbone = load_backbone(cfg.model_path, cfg.gguf_file, cfg.torch_dtype, cfg.attn_implementation,
+                             cfg.quantization, cfg.cache_dir)
+    tokenizer = load_tokenizer(cfg.model_path, cfg.gguf_file, cfg.cache_dir)
+    set_bidirectional(backbone, cfg.bi_attn_enabled)
+    if cfg.quantization != "none":
+        from peft import prepare_model_for_kbit_training
+
+        backbone = prepare_model_for_kbit_training(backbone, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(backbone)
+    if cfg.lora_enabled:
+        backbone = apply_lora(backbone, cfg)
+    folder, gguf = split_gguf(cfg.model_path, cfg.gguf_file)
+    settings = {
+        "instruction_separator": cfg.instruction_separator, "query_instruction": cfg.query_instruction,
+        "query_max_length": cfg.query_len, "passage_max_length": cfg.passage_len,
+        # An adapter checkpoint must find its base again from wherever it is loaded.
+        "base_model_path": os.path.abspath(folder) if os.path.exists(folder) else folder, "gguf_file": gguf or "",
+    }
+    return EmbeddingModel(backbone, cfg.pooling_mode, cfg.skip_instruction, settings), tokenizer
+
+
+def _is_kbit(backbone: nn.Module) -> bool:
+    base = backbone.get_base_model() if _is_peft(backbone) else backbone
+    return bool(getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False))
+
+
+def merge_and_save(model: EmbeddingModel, out_dir: str, tokenizer=None, extra: Optional[Dict[str, Any]] = None):
+    """Fold the LoRA adapter into the base weights and save a plain full model (same embeddings).
+
+    An export step: afterwards ``model.backbone`` is the merged plain model. Under QLoRA the 4/8-bit base
+    cannot hold the merged weights, so the base is reloaded in ``torch_dtype=auto`` and the adapter applied.
+    """
+    if not model.is_adapter:
+        raise ValueError("merge_and_save needs a LoRA model (lora_enabled=true); this model has no adapter")
+    if _is_kbit(model.backbone):
+        model.backbone = _reload_unquantized(model)
+    model.backbone = model.backbone.merge_and_unload()
+    model.save(out_dir, tokenizer, extra)
+    return model
+
+
+def _reload_unquantized(model: EmbeddingModel) -> nn.Module:
+    from peft import PeftModel
+
+    tmp = tempfile.mkdtemp(prefix="l2e_adapter_")
+    try:
+        model.backbone.save_pretrained(tmp)
+        base = load_backbone(model.settings["base_model_path"], model.settings["gguf_file"])
+        set_bidirectional(base, is_bidirectional(model.backbone))
+        return PeftModel.from_pretrained(base, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_settings(ckpt_dir: str) -> Dict[str, Any]:
+    path = os.path.join(ckpt_dir, SETTINGS_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{ckpt_dir!r} has no {SETTINGS_FILE}, so it is not an l2e checkpoint; for a plain Hugging Face, "
+            "sentence-transformers or GGUF model use Embedder.from_pretrained"
+        )
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_embedding_model(ckpt_dir: str, **overrides) -> Tuple[EmbeddingModel, Any, Dict[str, Any]]:
+    """Read back a folder written by ``EmbeddingModel.save``: (model in eval mode, tokenizer, settings).
+
+    ``overrides`` replace saved settings (``LOAD_OVERRIDES``), e.g. ``pooling_mode="mean"`` or
+    ``torch_dtype="bfloat16"``.
+    """
+    bad = sorted(set(overrides) - set(LOAD_OVERRIDES))
+    if bad:
+        raise ValueError(f"cannot override {bad} when loading a checkpoint; valid: {', '.join(LOAD_OVERRIDES)}")
+    settings = {"torch_dtype": "auto", "attn_implementation": "sdpa", **read_settings(ckpt_dir), **overrides}
+    dtype, attn = settings["torch_dtype"], settings["attn_implementation"]
+    if settings.get("is_adapter"):
+        from peft import PeftModel
+
+        base = load_backbone(settings["base_model_path"], settings.get("gguf_file", ""), dtype, attn)
+        set_bidirectional(base, settings["bi_attn_enabled"])
+        backbone = PeftModel.from_pretrained(base, ckpt_dir)
+    else:
+        backbone = load_backbone(ckpt_dir, "", dtype, attn)
+        set_bidirectional(backbone, settings["bi_attn_enabled"])
+    model = EmbeddingModel(backbone, settings["pooling_mode"], settings["skip_instruction"], settings)
+    return model.eval(), load_tokenizer(ckpt_dir), settings
