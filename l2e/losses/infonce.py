@@ -1,0 +1,114 @@
+"""InfoNCE with hard negatives, in-batch negatives, extra directions and false-negative masking."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from l2e.losses.base import ContrastiveBatch, register
+
+DIRECTIONS = ("q2p", "p2q", "q2q")
+
+
+def infonce_rows(batch: ContrastiveBatch, *, temperature: float, directions: Sequence[str] = ("q2p",),
+                 mask_false_negatives: bool = True) -> torch.Tensor:
+    """Per-row InfoNCE ``-log softmax(scores)[positive]`` for this rank's queries; returns (B,).
+
+    With ``batch.use_in_batch`` the candidates of query i are every positive and every hard negative in the
+    (gathered) batch, plus the extra directions in one joint softmax (GTE); without it, only its own
+    positive and hard negatives (F2LLM classification rows), and the extra directions are not used.
+    """
+    q = F.normalize(batch.q, dim=-1)  # (B, D)
+    p = F.normalize(batch.p, dim=-1)  # (B, D)
+    if not batch.use_in_batch:
+        return _own_group_rows(q, p, F.normalize(batch.n, dim=-1), batch, temperature, mask_false_negatives)
+    rows = torch.arange(q.shape[0], device=q.device)
+    label = batch.offset + rows  # (B,) column of each query's positive in p_all
+    cands = F.normalize(torch.cat([batch.p_all, batch.n_all]), dim=-1)  # (N+M, D)
+    q_all = F.normalize(batch.q_all, dim=-1)  # (N, D)
+    blocks = [q @ cands.T]  # q2p: (B, N+M)
+    masks = [_same_key(batch, "candidates", label, mask_false_negatives)]
+    if "q2q" in directions:
+        blocks.append(q @ q_all.T)  # (B, N): query i against the other queries
+        mask = _same_key(batch, "queries", label, mask_false_negatives)
+        mask[rows, label] = True  # a query is not its own negative
+        masks.append(mask)
+    if "p2q" in directions:
+        blocks.append(p @ q_all.T)  # (B, N): positive i against every query; column label is q_i itself
+        masks.append(_same_key(batch, "queries", label, mask_false_negatives))
+    scores = torch.cat(blocks, dim=1) / temperature  # (B, C)
+    scores = scores.masked_fill(torch.cat(masks, dim=1), float("-inf"))
+    return torch.logsumexp(scores, dim=1) - scores[rows, label]
+
+
+def _same_key(batch: ContrastiveBatch, columns: str, label: torch.Tensor, on: bool) -> torch.Tensor:
+    """(B, C) True where column c is the same passage as query i's positive (but not the positive itself).
+
+    ``columns``: "candidates" (every positive, then every hard negative) or "queries" (keyed by their
+    positives). The same passage can be the positive of two queries in a batch (or another query's hard
+    negative); counting it as a negative would push the query away from its own positive.
+    """
+    width = batch.p_all.shape[0] + (batch.n_all.shape[0] if columns == "candidates" else 0)
+    if not on:
+        return torch.zeros((label.shape[0], width), dtype=torch.bool, device=label.device)
+    keys = torch.cat([batch.pos_keys_all, batch.neg_keys_all]) if columns == "candidates" else batch.pos_keys_all
+    rows = torch.arange(label.shape[0], device=label.device)
+    mask = keys[None, :] == batch.pos_keys[:, None]  # (B, C)
+    mask[rows, label] = False
+    return mask
+
+
+def _own_group_rows(q, p, n, batch: ContrastiveBatch, temperature: float, mask_on: bool) -> torch.Tensor:
+    """(B,) loss over [own positive, own hard negatives] only."""
+    scores = torch.cat([(q * p).sum(-1, keepdim=True), torch.einsum("bd,bkd->bk", q, n)], dim=1)  # (B, 1+K)
+    scores = scores / temperature
+    if mask_on and n.shape[1]:
+        same = batch.neg_keys == batch.pos_keys[:, None]  # (B, K)
+        scores = torch.cat([scores[:, :1], scores[:, 1:].masked_fill(same, float("-inf"))], dim=1)
+    return torch.logsumexp(scores, dim=1) - scores[:, 0]
+
+
+@register("infonce")
+def infonce(*, temperature: float, directions: Sequence[str] = ("q2p",),
+            mask_false_negatives: bool = True) -> Callable[[ContrastiveBatch], torch.Tensor]:
+    """InfoNCE over cosine similarities, a.k.a. MultipleNegativesRankingLoss, in-batch softmax loss, NT-Xent.
+
+    For each query ``q_i`` with positive ``p_i``::
+
+        loss_i = -log( exp(s(q_i, p_i) / T) / sum_{c in C_i} exp(s(q_i, c) / T) )
+
+    with ``s`` the cosine similarity. ``C_i`` holds ``p_i``, the query's own hard negatives and, with in-batch
+    negatives, every other positive and hard negative of the batch (of every rank with cross-device
+    negatives). Extra directions add terms to the same denominator (GTE's "improved contrastive loss"):
+    ``"q2q"`` the other queries ``s(q_i, q_j), j != i``; ``"p2q"`` every query against the positive,
+    ``s(q_j, p_i)`` (``j = i`` included, as in GTE and sentence-transformers). With false-negative masking,
+    a candidate whose passage key equals ``p_i``'s (and, in q2q/p2q, a query whose positive is ``p_i``) is
+    left out of ``C_i``, not counted as a negative.
+
+    Args:
+        temperature: T, scores are ``cos / T`` (``scale = 1 / T`` in sentence-transformers; F2LLM uses 0.05).
+        directions: ``"q2p"`` (required) plus any of ``"p2q"``, ``"q2q"``; the extra directions need in-batch
+            negatives and are skipped for batches without them.
+        mask_false_negatives: drop candidates that are the query's own positive passage under another slot.
+
+    Inputs (through :class:`ContrastiveBatch`): ``q``, ``p`` (B, D), ``n`` (B, K, D), un-normalised; keys
+    ``pos_keys`` (B,), ``neg_keys`` (B, K).
+
+    References: van den Oord et al. 2018 (CPC, InfoNCE); Li et al. 2023 (GTE, arXiv 2308.03281);
+    Zhang et al. 2025 (F2LLM).
+
+    Relations: equals sentence-transformers' ``MultipleNegativesRankingLoss(scale=1/T)`` with
+    ``partition_mode="joint"`` when no keys repeat (tested); :func:`l2e.losses.matryoshka.matryoshka`
+    applies it at several embedding prefixes.
+    """
+    bad = [d for d in directions if d not in DIRECTIONS]
+    if bad or "q2p" not in directions:
+        raise ValueError(f"directions={list(directions)!r} must contain 'q2p' and only: {', '.join(DIRECTIONS)}")
+
+    def term(batch: ContrastiveBatch) -> torch.Tensor:
+        rows = infonce_rows(batch, temperature=temperature, directions=directions,
+                            mask_false_negatives=mask_false_negatives)
+        return rows.sum() * batch.row_weight
+
+    return term
