@@ -1,0 +1,144 @@
+"""Inference: texts -> L2-normalised float32 embeddings, exactly as the model saw texts in training.
+
+Tokenization is ``l2e.tokens.encode_texts`` (the same function ``tokenize_data.py`` uses) and batches are
+``pad_batch`` with its ``pool_mask``, so instructions, EOS handling and skip-instruction pooling agree with
+training. Texts are sorted by length before batching (less padding), results come back in input order.
+
+    emb = Embedder.from_checkpoint("output/l2e/final")          # a training checkpoint (full or adapter)
+    emb = Embedder.from_pretrained("path/to/all-MiniLM-L6-v2")    # any HF / sentence-transformers / GGUF model
+    q = emb.encode_queries(["what is rope?"]); d = emb.encode_corpus(["RoPE rotates ..."])
+    scores = q @ d.T                                               # cosine similarities
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from l2e.model import EmbeddingModel, load_backbone, load_embedding_model, load_tokenizer, split_gguf
+from l2e.bidirectional import set_bidirectional
+from l2e.tokens import encode_texts, is_decoder_tokenizer, pad_batch
+
+
+class Embedder:
+    def __init__(self, model: EmbeddingModel, tokenizer, query_instruction: str = "", max_length: int = 512,
+                 device=None, query_max_length: Optional[int] = None):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.query_instruction = query_instruction
+        self.max_length = max_length
+        self.query_max_length = query_max_length or max_length
+
+    @property
+    def dim(self) -> int:
+        return self.model.hidden_size
+
+    def encode(self, texts: Sequence[str], instruction: Optional[str] = None, batch_size: int = 32,
+               max_length: Optional[int] = None, dim: Optional[int] = None, show_progress: bool = False) -> np.ndarray:
+        """(len(texts), dim or hidden) float32, unit L2 norm. ``dim`` keeps a Matryoshka prefix, renormalised."""
+        if dim is not None and not 0 < dim <= self.dim:
+            raise ValueError(f"dim={dim} must be between 1 and the model's hidden size {self.dim}")
+        texts = list(texts)
+        ids, inst_lens = encode_texts(self.tokenizer, texts, max_length or self.max_length, instruction)
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # longest first: an OOM shows up at once
+        out = np.zeros((len(ids), dim or self.dim), dtype=np.float32)
+        starts = range(0, len(order), batch_size)
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="encode", unit="batch")
+        for start in starts:
+            rows = order[start : start + batch_size]
+            out[rows] = self._encode_batch([ids[i] for i in rows], [inst_lens[i] for i in rows], dim)
+        return out
+
+    @torch.inference_mode()
+    def _encode_batch(self, seqs, inst_lens, dim: Optional[int]) -> np.ndarray:
+        batch = pad_batch(seqs, self.tokenizer.pad_token_id, inst_lens)
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        emb = self.model(batch["input_ids"], batch["attention_mask"], batch["pool_mask"])  # (batch, hidden)
+        emb = emb[:, :dim] if dim else emb
+        return torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy()
+
+    def encode_queries(self, texts: Sequence[str], **kwargs) -> np.ndarray:
+        """Queries carry the stored instruction (``query_instruction``) and their own max length."""
+        kwargs.setdefault("instruction", self.query_instruction or None)
+        kwargs.setdefault("max_length", self.query_max_length)
+        return self.encode(texts, **kwargs)
+
+    def encode_corpus(self, texts: Sequence[str], **kwargs) -> np.ndarray:
+        """Documents carry no instruction (the asymmetric recipe of E5 / Qwen3-Embedding / F2LLM)."""
+        kwargs.setdefault("instruction", None)
+        return self.encode(texts, **kwargs)
+
+    # --- constructors ----------------------------------------------------------------------------------
+
+    @classmethod
+    def from_checkpoint(cls, path: str, device=None, **overrides) -> "Embedder":
+        """A training checkpoint folder (full model, or adapter + base) with its saved settings."""
+        model, tokenizer, s = load_embedding_model(path, **overrides)
+        return cls(model, tokenizer, query_instruction=s.get("query_instruction", ""),
+                   max_length=s.get("passage_max_length") or 512, device=device,
+                   query_max_length=s.get("query_max_length") or None)
+
+    @classmethod
+    def from_pretrained(cls, path: str, pooling: Optional[str] = None, bi_attn: bool = False,
+                        query_instruction: str = "", max_length: Optional[int] = None, device=None,
+                        gguf_file: str = "", torch_dtype: str = "auto", attn_implementation: str = "sdpa",
+                        skip_instruction: bool = False) -> "Embedder":
+        """Any plain HF folder, sentence-transformers folder or GGUF model (baselines for the evaluator).
+
+        ``pooling=None``: the sentence-transformers pooling config when there is one, else ``eos`` for
+        decoders and ``mean`` for encoders.
+        """
+        backbone = load_backbone(path, gguf_file, torch_dtype, attn_implementation)
+        tokenizer = load_tokenizer(path, gguf_file)
+        set_bidirectional(backbone, bi_attn)
+        folder, _ = split_gguf(path, gguf_file)
+        st_pooling, st_max_length = read_sentence_transformers(folder)
+        if pooling is None and st_pooling:
+            pooling = _st_pooling_name(st_pooling)
+        pooling = pooling or ("eos" if is_decoder_tokenizer(tokenizer) else "mean")
+        model = EmbeddingModel(backbone, pooling, skip_instruction)
+        return cls(model, tokenizer, query_instruction, max_length or st_max_length or 512, device)
+
+
+_ST_POOLING = {  # sentence-transformers 1_Pooling/config.json flag -> l2e pooling
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_lasttoken": "eos",
+    "pooling_mode_weightedmean_tokens": "weighted_mean",
+}
+
+
+def read_sentence_transformers(folder: str):
+    """(pooling config dict or None, max_seq_length or None) from a sentence-transformers folder."""
+    modules_file = os.path.join(folder, "modules.json")
+    if not os.path.isfile(modules_file):
+        return None, None
+    with open(modules_file) as f:
+        modules = json.load(f)
+    pooling = None
+    for module in modules:
+        if module.get("type", "").endswith("Pooling"):
+            with open(os.path.join(folder, module["path"], "config.json")) as f:
+                pooling = json.load(f)
+    max_length = None
+    bert_cfg = os.path.join(folder, "sentence_bert_config.json")
+    if os.path.isfile(bert_cfg):
+        with open(bert_cfg) as f:
+            max_length = json.load(f).get("max_seq_length")
+    return pooling, max_length
+
+
+def _st_pooling_name(cfg: dict) -> str:
+    on = [flag for flag, value in cfg.items() if flag.startswith("pooling_mode") and value]
+    names = [_ST_POOLING[f] for f in on if f in _ST_POOLING]
+    if len(on) != 1 or len(names) != 1:
+        raise ValueError(f"sentence-transformers pooling {on} is not supported; l2e supports exactly one of "
+                         f"{', '.join(_ST_POOLING)} (or pass pooling=... explicitly)")
+    return names[0]
