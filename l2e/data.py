@@ -1,0 +1,388 @@
+"""Training data on disk: raw dataset readers, the tokenized format the trainer reads, and BEIR folders.
+
+Raw datasets (input of ``tokenize_data.py``): one file per dataset in a folder, dataset name = file stem
+(``train.jsonl`` / ``train.parquet`` take the folder's name, see :func:`dataset_files`).
+
+- F2LLM-style parquet: columns ``query``, ``passage``, ``negative_1`` … ``negative_N`` (any N >= 0), optional
+  ``prompt`` (this row's query instruction).
+- FlagEmbedding / EmbedRAG-style JSONL, one object a line: ``{"query": str, "pos": [str, ...], "neg": [str, ...]}``
+  (``neg`` may be left out) with optional ``prompt`` (this row's query instruction), ``type``
+  (retrieval | clustering | classification), ``pos_scores`` / ``neg_scores`` (teacher scores, one per
+  ``pos`` / ``neg`` entry, for distillation).
+
+Tokenized layout (written by ``tokenize_data.py``, read by :func:`load_tokenized`)::
+
+    {root}/{dataset}/passages.parquet  input_ids: list<int32>    row i is passage id i; every distinct passage
+                                                                 or negative text is stored once, however many
+                                                                 rows repeat it (negatives are shared a lot)
+    {root}/{dataset}/train.parquet     query_ids: list<int32>    instruction + query, EOS last (decoders)
+    {root}/{dataset}/valid.parquet     instruction_len: int32    leading instruction tokens of query_ids (0: none)
+                                       pos_id: int64             row of passages.parquet
+                                       neg_ids: list<int64>      rows of passages.parquet (hard negatives)
+                                       pos_score: float32        teacher score of the positive, NaN if absent
+                                       neg_scores: list<float32> teacher scores of neg_ids, empty if absent
+    {root}/{dataset}/meta.json         name, task_type, instruction, source, format, tokenizer, max_seq_length,
+                                       query_max_length, passage_max_length, eos_token_id, rows, train_rows,
+                                       valid_rows, passages, num_negatives (fewest negatives of any row),
+                                       max_negatives
+    {root}/data_stats.json             per dataset: rows, train/valid rows, negatives per row, task type,
+                                       token-length percentiles of queries and passages; totals
+
+A raw row with several positives becomes one tokenized row per positive (FlagEmbedding samples one per
+step; expanding is deterministic). Train and valid rows share the dataset's ``passages.parquet``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+TASK_TYPES = ("retrieval", "clustering", "classification")
+SPLITS = ("train", "valid")
+FORMATS = {".jsonl": "jsonl", ".parquet": "parquet"}
+PASSAGES_FILE = "passages.parquet"
+META_FILE = "meta.json"
+STATS_FILE = "data_stats.json"
+
+PASSAGE_SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32()))])
+ROW_SCHEMA = pa.schema(
+    [
+        ("query_ids", pa.list_(pa.int32())),
+        ("instruction_len", pa.int32()),
+        ("pos_id", pa.int64()),
+        ("neg_ids", pa.list_(pa.int64())),
+        ("pos_score", pa.float32()),
+        ("neg_scores", pa.list_(pa.float32())),
+    ]
+)
+
+
+class DataError(ValueError):
+    """Bad input data or a bad tokenized folder; the message names the file (and line or row)."""
+
+
+# --- raw datasets ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class RawRow:
+    """One validated input row, whatever its file format."""
+
+    where: str  # "file:line" (JSONL) or "file row n" (parquet), for error messages
+    query: str
+    pos: List[str]
+    neg: List[str]
+    prompt: Optional[str] = None  # this row's query instruction; None = the dataset's
+    task_type: Optional[str] = None
+    pos_scores: Optional[List[float]] = None
+    neg_scores: Optional[List[float]] = None
+
+
+def dataset_files(input_dir: str) -> List[Tuple[str, str, str]]:
+    """``(name, path, format)`` of every ``*.jsonl`` / ``*.parquet`` file in ``input_dir``, sorted by file.
+
+    The name is the file stem, except that ``train.jsonl`` / ``train.parquet`` (the FlagEmbedding and
+    Hugging Face convention for a folder holding one dataset) takes the folder's name: ``debian/train.jsonl``
+    is the dataset ``debian``.
+    """
+    if not os.path.isdir(input_dir):
+        raise DataError(f"{input_dir}: input folder not found")
+    found: Dict[str, Tuple[str, str, str]] = {}
+    for entry in sorted(os.listdir(input_dir)):
+        stem, ext = os.path.splitext(entry)
+        if stem == "train":
+            stem = os.path.basename(os.path.abspath(input_dir))
+        path = os.path.join(input_dir, entry)
+        if ext not in FORMATS or not os.path.isfile(path):
+            continue
+        if stem in found:
+            raise DataError(f"{input_dir}: two datasets named {stem!r} ({found[stem][1]} and {path}); rename one")
+        found[stem] = (stem, path, FORMATS[ext])
+    if not found:
+        raise DataError(f"{input_dir}: no *.jsonl or *.parquet datasets found")
+    return list(found.values())
+
+
+def iter_raw_rows(path: str, fmt: str, batch_size: int = 1000) -> Iterator[RawRow]:
+    """Validated rows of one dataset file, streamed (JSONL line by line, parquet by record batches)."""
+    return _iter_jsonl(path) if fmt == "jsonl" else _iter_parquet(path, batch_size)
+
+
+def _iter_jsonl(path: str) -> Iterator[RawRow]:
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+            yield _jsonl_row(obj, where)
+
+
+def _jsonl_row(obj: Any, where: str) -> RawRow:
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    for key in ("query", "pos"):
+        if key not in obj:
+            raise DataError(f"{where}: missing key {key!r} (keys: {', '.join(sorted(obj)) or 'none'})")
+    pos = _text_list(obj["pos"], where, "pos")
+    if not pos:
+        raise DataError(f"{where}: 'pos' is empty; every row needs at least one positive")
+    neg = _text_list(obj.get("neg", []), where, "neg")
+    task_type = obj.get("type")
+    if task_type is not None and task_type not in TASK_TYPES:
+        raise DataError(f"{where}: type={task_type!r} is not one of {', '.join(TASK_TYPES)}")
+    return RawRow(
+        where=where,
+        query=_text(obj["query"], where, "query"),
+        pos=pos,
+        neg=neg,
+        prompt=_prompt(obj.get("prompt"), where),
+        task_type=task_type,
+        pos_scores=_scores(obj.get("pos_scores"), len(pos), where, "pos_scores", "pos"),
+        neg_scores=_scores(obj.get("neg_scores"), len(neg), where, "neg_scores", "neg"),
+    )
+
+
+def _iter_parquet(path: str, batch_size: int) -> Iterator[RawRow]:
+    try:
+        pf = pq.ParquetFile(path)
+        names = pf.schema_arrow.names
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: not a readable parquet file ({e})") from None
+    for column in ("query", "passage"):
+        if column not in names:
+            raise DataError(f"{path}: missing column {column!r} (columns: {', '.join(names)})")
+    negatives = sorted((c for c in names if _negative_index(c) is not None), key=_negative_index)
+    columns = ["query", "passage"] + negatives + (["prompt"] if "prompt" in names else [])
+    n = 0
+    try:
+        for batch in pf.iter_batches(batch_size=batch_size, columns=columns):
+            for rec in batch.to_pylist():
+                n += 1
+                yield _parquet_row(rec, f"{path} row {n}", negatives)
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: corrupt parquet file near row {n + 1} ({e})") from None
+
+
+def _negative_index(column: str) -> Optional[int]:
+    head, _, tail = column.partition("_")
+    return int(tail) if head == "negative" and tail.isdigit() else None
+
+
+def _parquet_row(rec: Dict[str, Any], where: str, negatives: List[str]) -> RawRow:
+    return RawRow(
+        where=where,
+        query=_text(rec["query"], where, "query"),
+        pos=[_text(rec["passage"], where, "passage")],
+        neg=[_text(rec[c], where, c) for c in negatives],
+        prompt=_prompt(rec.get("prompt"), where),
+    )
+
+
+def _text(value: Any, where: str, label: str) -> str:
+    if not isinstance(value, str):
+        raise DataError(f"{where}: {label} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise DataError(f"{where}: empty {label} text")
+    return value
+
+
+def _text_list(value: Any, where: str, key: str) -> List[str]:
+    if not isinstance(value, list):
+        raise DataError(f"{where}: {key!r} must be a list of strings, got {type(value).__name__}")
+    return [_text(v, where, f"{key}[{i}]") for i, v in enumerate(value)]
+
+
+def _prompt(value: Any, where: str) -> Optional[str]:
+    if value is not None and not isinstance(value, str):
+        raise DataError(f"{where}: prompt must be a string, got {type(value).__name__}")
+    return value
+
+
+def _scores(value: Any, n: int, where: str, key: str, of: str) -> Optional[List[float]]:
+    if value is None:
+        return None
+    ok = isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if not ok:
+        raise DataError(f"{where}: {key!r} must be a list of numbers")
+    if len(value) != n:
+        raise DataError(f"{where}: {key!r} has {len(value)} scores but {of!r} has {n} texts; give one score each")
+    return [float(v) for v in value]
+
+
+def text_key(text: str) -> bytes:
+    """Dedup key of a passage: 16 bytes instead of the text, so the dedup map stays small."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+def stable_unit(text: str, seed: int) -> float:
+    """A number in [0, 1) fixed by ``(text, seed)`` alone: same on every run, process and file order
+    (Python's ``hash`` is salted per process, so it cannot decide the split)."""
+    digest = hashlib.blake2b(f"{seed}\0{text}".encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+# --- tokenized datasets ---------------------------------------------------------------------------------
+
+
+@dataclass
+class TokenizedDataset:
+    """One dataset split, as plain lists (ids index ``passages``); see the module docstring for the layout."""
+
+    name: str
+    task_type: str
+    instruction: str
+    passages: List[List[int]]
+    query_ids: List[List[int]]
+    instruction_len: List[int]
+    pos_id: List[int]
+    neg_ids: List[List[int]]
+    pos_score: List[float]
+    neg_scores: List[List[float]]
+    meta: Dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.query_ids)
+
+
+def load_tokenized(root: str, split: str = "train") -> List[TokenizedDataset]:
+    """Every dataset under ``root`` (a ``tokenize_data.py`` output folder), sorted by name.
+
+    Datasets whose ``split`` has no rows are returned too (length 0); the caller decides to skip them.
+    """
+    if split not in SPLITS:
+        raise DataError(f"split={split!r} is not one of {', '.join(SPLITS)}")
+    if not os.path.isdir(root):
+        raise DataError(f"{root}: tokenized data folder not found; run tokenize_data.py first")
+    names = sorted(d for d in os.listdir(root) if not d.startswith(".") and os.path.isdir(os.path.join(root, d)))
+    if not names:
+        raise DataError(f"{root}: no dataset folders; run tokenize_data.py to create them")
+    return [_load_dataset(os.path.join(root, name), split) for name in names]
+
+
+def _load_dataset(folder: str, split: str) -> TokenizedDataset:
+    meta = _read_meta(os.path.join(folder, META_FILE))
+    passages = _read_table(os.path.join(folder, PASSAGES_FILE), PASSAGE_SCHEMA)
+    rows_path = os.path.join(folder, f"{split}.parquet")
+    rows = _read_table(rows_path, ROW_SCHEMA)
+    _check_ids(rows_path, rows, passages.num_rows)
+    col = lambda name: rows.column(name).to_pylist()  # noqa: E731
+    return TokenizedDataset(
+        name=meta["name"],
+        task_type=meta["task_type"],
+        instruction=meta["instruction"],
+        passages=passages.column("input_ids").to_pylist(),
+        query_ids=col("query_ids"),
+        instruction_len=col("instruction_len"),
+        pos_id=col("pos_id"),
+        neg_ids=col("neg_ids"),
+        pos_score=col("pos_score"),
+        neg_scores=col("neg_scores"),
+        meta=meta,
+    )
+
+
+def _read_meta(path: str) -> Dict[str, Any]:
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: missing; the folder is not a complete tokenize_data.py output")
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    missing = [k for k in ("name", "task_type", "instruction") if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise DataError(f"{path}: missing key(s) {', '.join(missing)}")
+    return meta
+
+
+def _read_table(path: str, schema: pa.Schema) -> pa.Table:
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: missing; the folder is not a complete tokenize_data.py output")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: corrupt parquet file ({e})") from None
+    missing = [name for name in schema.names if name not in table.column_names]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; re-run tokenize_data.py")
+    return table.select(schema.names)
+
+
+def _check_ids(path: str, rows: pa.Table, n_passages: int) -> None:
+    """A row pointing past passages.parquet would crash the trainer mid-epoch; fail at load instead."""
+    ids = pa.chunked_array(rows.column("pos_id").chunks + pc.list_flatten(rows.column("neg_ids")).chunks, pa.int64())
+    if len(ids) == 0:
+        return
+    lo, hi = pc.min_max(ids).values()
+    if lo.as_py() < 0 or hi.as_py() >= n_passages:
+        bad = hi.as_py() if hi.as_py() >= n_passages else lo.as_py()
+        raise DataError(f"{path}: passage id {bad} out of range ({PASSAGES_FILE} has {n_passages} rows)")
+
+
+# --- BEIR folders (evaluation and hard-negative mining) -------------------------------------------------
+
+
+def read_beir(folder: str, split: str = "test") -> Tuple[Dict[str, str], Dict[str, str], Dict[str, Dict[str, int]]]:
+    """``(corpus, queries, qrels)`` of a BEIR folder: ``corpus.jsonl`` and ``queries.jsonl`` (``_id``, ``text``,
+    optional ``title``, joined before the text as BEIR does) and ``qrels.tsv`` or ``qrels/{split}.tsv``
+    (``query-id<TAB>corpus-id<TAB>score``, header optional). ``qrels[qid][docid] = score``.
+    """
+    if not os.path.isdir(folder):
+        raise DataError(f"{folder}: BEIR folder not found")
+    corpus = _read_beir_texts(_beir_file(folder, "corpus.jsonl"))
+    queries = _read_beir_texts(_beir_file(folder, "queries.jsonl"))
+    qrels_path = os.path.join(folder, "qrels.tsv")
+    if not os.path.isfile(qrels_path):
+        qrels_path = _beir_file(folder, os.path.join("qrels", f"{split}.tsv"), also="qrels.tsv")
+    return corpus, queries, _read_qrels(qrels_path)
+
+
+def _beir_file(folder: str, name: str, also: str = "") -> str:
+    path = os.path.join(folder, name)
+    if not os.path.isfile(path):
+        alt = f" (or {also})" if also else ""
+        raise DataError(
+            f"{path}: missing{alt}; a BEIR folder holds corpus.jsonl, queries.jsonl and qrels.tsv or qrels/test.tsv"
+        )
+    return path
+
+
+def _read_beir_texts(path: str) -> Dict[str, str]:
+    texts: Dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(obj, dict) or "_id" not in obj or not isinstance(obj.get("text"), str):
+                raise DataError(f'{path}:{lineno}: expected {{"_id": ..., "text": "..."}}')
+            title = obj.get("title") or ""
+            texts[str(obj["_id"])] = f"{title} {obj['text']}".strip() if title else obj["text"]
+    return texts
+
+
+def _read_qrels(path: str) -> Dict[str, Dict[str, int]]:
+    qrels: Dict[str, Dict[str, int]] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            parts = line.rstrip("\n").split("\t")
+            if not line.strip() or (lineno == 1 and parts[0] == "query-id"):
+                continue
+            if len(parts) != 3 or not parts[2].strip().lstrip("-").isdigit():
+                got = line.rstrip("\n")
+                raise DataError(f"{path}:{lineno}: expected query-id<TAB>corpus-id<TAB>integer score, got {got!r}")
+            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+    return qrels
