@@ -18,7 +18,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from l2e.model import EmbeddingModel, load_backbone, load_embedding_model, load_tokenizer, split_gguf
+from l2e.model import (
+    EmbeddingModel, load_backbone, load_embedding_model, load_tokenizer, source_settings, split_gguf,
+)
 from l2e.bidirectional import set_bidirectional
 from l2e.tokens import encode_texts, is_decoder_tokenizer, pad_batch
 
@@ -103,7 +105,7 @@ class Embedder:
         if pooling is None and st_pooling:
             pooling = _st_pooling_name(st_pooling)
         pooling = pooling or ("eos" if is_decoder_tokenizer(tokenizer) else "mean")
-        model = EmbeddingModel(backbone, pooling, skip_instruction)
+        model = EmbeddingModel(backbone, pooling, skip_instruction, source_settings(path, gguf_file))
         return cls(model, tokenizer, query_instruction, max_length or st_max_length or 512, device)
 
 

@@ -26,7 +26,8 @@ SETTINGS_FILE = "l2e_model.json"
 # which the model itself knows).
 CARRIED = ("instruction_separator", "query_instruction", "query_max_length", "passage_max_length",
            "base_model_path", "gguf_file")
-LOAD_OVERRIDES = ("pooling_mode", "bi_attn_enabled", "skip_instruction", "torch_dtype", "attn_implementation") + CARRIED[:4]
+LOAD_OVERRIDES = ("pooling_mode", "bi_attn_enabled", "skip_instruction", "torch_dtype",
+                  "attn_implementation") + CARRIED[:4]
 
 
 class ModelNotAvailableError(OSError):
@@ -259,6 +260,12 @@ def _lora_error(err: ValueError, cfg, backbone: nn.Module) -> ValueError:
     return err
 
 
+def source_settings(model_path: str, gguf_file: str = "") -> Dict[str, str]:
+    """Where the base weights live; an adapter checkpoint must find its base again from anywhere."""
+    folder, gguf = split_gguf(model_path, gguf_file)
+    return {"base_model_path": os.path.abspath(folder) if os.path.exists(folder) else folder, "gguf_file": gguf or ""}
+
+
 def build_model(cfg) -> Tuple[EmbeddingModel, Any]:
     """(EmbeddingModel, tokenizer) from a validated ``Config``: load, bidirectional, checkpointing, LoRA."""
     if cfg.lora_adapter_path and not cfg.lora_enabled:
@@ -276,12 +283,10 @@ def build_model(cfg) -> Tuple[EmbeddingModel, Any]:
         enable_gradient_checkpointing(backbone)
     if cfg.lora_enabled:
         backbone = apply_lora(backbone, cfg)
-    folder, gguf = split_gguf(cfg.model_path, cfg.gguf_file)
     settings = {
         "instruction_separator": cfg.instruction_separator, "query_instruction": cfg.query_instruction,
         "query_max_length": cfg.query_len, "passage_max_length": cfg.passage_len,
-        # An adapter checkpoint must find its base again from wherever it is loaded.
-        "base_model_path": os.path.abspath(folder) if os.path.exists(folder) else folder, "gguf_file": gguf or "",
+        **source_settings(cfg.model_path, cfg.gguf_file),
     }
     return EmbeddingModel(backbone, cfg.pooling_mode, cfg.skip_instruction, settings), tokenizer
 

@@ -114,6 +114,7 @@ def test_from_checkpoint_restores_settings_and_outputs(tmp_path, lora):
 def test_from_pretrained_plain_folder():
     decoder = Embedder.from_pretrained(TINY_MODELS["qwen3"]())
     assert decoder.model.pooling_mode == "eos" and decoder.max_length == 512
+    assert decoder.model.settings["base_model_path"] == TINY_MODELS["qwen3"]()
     assert decoder.model.backbone.config.is_causal is not False
     bi = Embedder.from_pretrained(TINY_MODELS["qwen3"](), pooling="mean", bi_attn=True, max_length=32)
     assert bi.model.pooling_mode == "mean" and bi.max_length == 32 and bi.model.backbone.config.is_causal is False

@@ -255,5 +255,6 @@ def test_lora_dropout_on_fused_experts_error():
 def test_qlora_without_cuda_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("CUDA present: QLoRA is allowed here")
-    with pytest.raises(RuntimeError, match=r"quantization='4bit' \(QLoRA\) needs a CUDA GPU .* set quantization='none'"):
+    with pytest.raises(RuntimeError, match=r"quantization='4bit' \(QLoRA\) needs a CUDA GPU .* "
+                       r"set quantization='none'"):
         build_model(tiny_config("qwen3", lora_enabled=True, quantization="4bit"))
