@@ -1,0 +1,67 @@
+"""run.py end to end on tiny random Qwen3 and DeepSeek-V3 models: each component mix, files, loss."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import run
+from helpers_models import tiny_deepseek_v3, tiny_qwen3
+from helpers_train import BEIR_TINY, make_training_data, read_log, train_rows, write_config
+
+MIXES = ["f2llm", "mrl_spread", "mrl_spread.bi_mean", "mrl_spread.lora.bi_mean"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_training_data(tmp_path_factory.mktemp("data"), rows=8, negatives=2)
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "deepseek_v3"])
+@pytest.mark.parametrize("mix", MIXES)
+def test_mix_trains_and_writes_everything(tmp_path, data, arch, mix):
+    model_dir = tiny_qwen3() if arch == "qwen3" else tiny_deepseek_v3()
+    # One batch = the whole training set, so every step sees the same batch: its loss must fall.
+    steps = 8
+    cfg = write_config(tmp_path, mix, model_dir, data, train_batch_size=train_rows(data), train_steps=steps,
+                       checkpointing_steps=4, validation_steps=4, log_interval=2, warmup_steps=1,
+                       eval_data_dir=str(BEIR_TINY), learning_rate=2e-3 if "lora" in mix else 5e-4,
+                       # peft cannot apply dropout to DeepSeek-V3's fused MoE experts (l2e says so in an error)
+                       lora_dropout=0.0 if arch == "deepseek_v3" else 0.05)
+    assert run.main(["--config", str(cfg)]) == 0
+    run_dir = tmp_path / "out" / f"tiny.{mix}"
+    log = read_log(run_dir)
+    assert [r["step"] for r in log] == list(range(1, steps + 1))
+    assert log[-1]["loss"] < 0.8 * log[0]["loss"], [r["loss"] for r in log]
+    if "mrl" in mix:
+        assert {"infonce@16", "infonce@32", "spread"} <= set(log[0])
+    for name in ["config.json", "validation_log.jsonl", "training_summary.json", "step_4/trainer_state.json",
+                 "step_8/state", "step_8/l2e_model.json", "final/modules.json", "final/1_Pooling/config.json",
+                 "final/config.json", "final/tokenizer.json"]:
+        assert (run_dir / name).exists(), name
+    assert json.loads((run_dir / "config.json").read_text())["pooling_mode"] == ("mean" if "bi_mean" in mix else "eos")
+    summary = json.loads((run_dir / "training_summary.json").read_text())
+    assert summary["steps"] == steps and summary["best_validation"]["metric"] == "ndcg_at_10"
+    assert 0 <= summary["best_validation"]["ndcg_at_10"] <= 1
+    assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+    if "lora" in mix:
+        assert (run_dir / "final_adapter" / "adapter_config.json").exists()
+        assert (run_dir / "step_8" / "adapter_config.json").exists()
+        assert not (run_dir / "final" / "adapter_config.json").exists()  # merged plain model
+
+
+def test_config_error_exits_2_before_loading(tmp_path, capsys):
+    cfg = tmp_path / "bad.json"
+    cfg.write_text(json.dumps({"model_path": str(tmp_path / "nowhere"), "pooling": "mean"}))
+    assert run.main(["--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'pooling'" in err and "does not exist" in err
+
+
+def test_missing_training_data_is_one_line(tmp_path, capsys, data):
+    cfg = write_config(tmp_path, "f2llm", tiny_qwen3(), data)
+    raw = json.loads(cfg.read_text())
+    raw["train_data_path"] = str(tmp_path)  # exists, but holds no tokenized datasets
+    cfg.write_text(json.dumps(raw))
+    assert run.main(["--config", str(cfg)]) == 2
+    assert "no dataset folders" in capsys.readouterr().err
