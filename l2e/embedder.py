@@ -26,10 +26,18 @@ from l2e.tokens import encode_texts, is_decoder_tokenizer, pad_batch
 
 
 class Embedder:
+    """Encode texts with an ``EmbeddingModel``; ``query_instruction`` / ``query_max_length`` apply to queries.
+
+    ``device=None``: CUDA when available for a model on CPU, else wherever the model already is.
+    """
+
     def __init__(self, model: EmbeddingModel, tokenizer, query_instruction: str = "", max_length: int = 512,
                  device=None, query_max_length: Optional[int] = None):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = model.to(self.device).eval()
+        here = next(model.parameters()).device
+        if device is None:  # keep a model that already sits on an accelerator (e.g. mid-training validation)
+            device = "cuda" if here.type == "cpu" and torch.cuda.is_available() else here
+        self.device = torch.device(device)
+        self.model = model if here == self.device else model.to(self.device)
         self.tokenizer = tokenizer
         self.query_instruction = query_instruction
         self.max_length = max_length
@@ -53,9 +61,14 @@ class Embedder:
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc="encode", unit="batch")
-        for start in starts:
-            rows = order[start : start + batch_size]
-            out[rows] = self._encode_batch([ids[i] for i in rows], [inst_lens[i] for i in rows], dim)
+        was_training = self.model.training  # validation during training must not leave dropout off
+        self.model.eval()
+        try:
+            for start in starts:
+                rows = order[start : start + batch_size]
+                out[rows] = self._encode_batch([ids[i] for i in rows], [inst_lens[i] for i in rows], dim)
+        finally:
+            self.model.train(was_training)
         return out
 
     @torch.inference_mode()

@@ -147,3 +147,12 @@ def test_unsupported_sentence_transformers_pooling_is_an_error(tmp_path):
                        r"supported.*or pass pooling=\.\.\. explicitly"):
         Embedder.from_pretrained(folder)
     assert Embedder.from_pretrained(folder, pooling="mean").model.pooling_mode == "mean"
+
+
+def test_encode_restores_training_mode(embedder):
+    embedder.model.train()
+    before = embedder.encode(TEXTS[:1])  # dropout is off while encoding (eval mode inside)
+    assert embedder.model.training
+    embedder.model.eval()
+    np.testing.assert_allclose(embedder.encode(TEXTS[:1]), before, atol=1e-6)
+    assert not embedder.model.training
