@@ -110,8 +110,12 @@ class Trainer:
         """Endless stream of this rank's batches, starting after the ones already consumed."""
         epoch, skip = divmod(self.consumed, self.batches_per_epoch)
         while True:
-            loader = DataLoader(EpochBatches(self._plan(epoch), self.collator, epoch), batch_size=None,
-                                shuffle=False, num_workers=self.cfg.dataloader_num_workers)
+            # batch_size=1 + unwrap: each item already is a whole batch, and skip_first_batches needs a batch sampler
+            # Own generator: a DataLoader iterator draws its base seed from the global RNG otherwise, and a
+            # resumed run would then replay dropout masks one draw off.
+            loader = DataLoader(EpochBatches(self._plan(epoch), self.collator, epoch), batch_size=1,
+                                shuffle=False, num_workers=self.cfg.dataloader_num_workers, collate_fn=_first,
+                                generator=torch.Generator().manual_seed(self.cfg.seed + epoch))
             if skip:
                 loader = skip_first_batches(loader, skip)
             for batch in loader:
@@ -273,7 +277,7 @@ class Trainer:
         acc.save_state(os.path.join(tmp, "state"))
         if acc.is_main_process:
             self._save_model(tmp)
-            _fault_point("after_state")
+            _fault_point("after_state", self.step)
             state = {"step": self.step, "consumed_batches": self.consumed, "total_steps": self.total_steps,
                      "num_processes": acc.num_processes, "best": self.best}
             checkpoint.commit(tmp, final, state)
@@ -294,6 +298,8 @@ class Trainer:
         self.acc.load_state(os.path.join(path, "state"))
         self.step, self.consumed, self.best = state["step"], state["consumed_batches"], state.get("best")
         if self.acc.is_main_process:
+            for name in ("training_log.jsonl", "validation_log.jsonl"):
+                _truncate_log(os.path.join(self.run_dir, name), self.step)
             print(f"resumed from {path} at step {self.step}")
 
     # ----------------------------------------------------------------------------------------- cleanup
@@ -319,6 +325,10 @@ class Trainer:
         return summary
 
 
+def _first(items: list):
+    return items[0]
+
+
 def _model_settings(cfg: Config) -> dict:
     return {"pooling_mode": cfg.pooling_mode, "bi_attn_enabled": cfg.bi_attn_enabled,
             "skip_instruction": cfg.skip_instruction, "instruction_separator": cfg.instruction_separator,
@@ -337,7 +347,17 @@ def _scalar_config(cfg: Config) -> dict:
     return {k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v)) for k, v in cfg.to_dict().items()}
 
 
-def _fault_point(name: str) -> None:
-    """Crash on purpose where ``L2E_FAULT=name`` says; the crash-mid-save test uses it (no-op otherwise)."""
-    if os.environ.get("L2E_FAULT") == name:
+def _truncate_log(path: str, step: int) -> None:
+    """Drop log lines past the resumed step: the killed run logged steps that the resumed run redoes."""
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        keep = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+    with open(path, "w") as f:
+        f.writelines(keep)
+
+
+def _fault_point(name: str, step: int) -> None:
+    """Crash on purpose where ``L2E_FAULT=name:step`` says; the crash-mid-save test uses it (no-op otherwise)."""
+    if os.environ.get("L2E_FAULT") == f"{name}:{step}":
         os._exit(137)
