@@ -3,7 +3,7 @@
     accelerate launch run.py --config configs/config.f2llm.json                      # GPUs (see configs/accelerate_config.yaml)
     accelerate launch --config_file configs/accelerate_config.yaml run.py --config configs/config.mrl_spread.bi_mean.json
     python run.py --config configs/cpu/smollm2.mrl_spread.bi_mean.json               # one CPU process
-    accelerate launch --cpu --num_processes 2 run.py --config configs/cpu/tiny.f2llm.json --set model_path=output/tiny-qwen3
+    accelerate launch --config_file configs/accelerate_cpu.yaml run.py --config configs/cpu/tiny.f2llm.json   # 2 CPU processes
     python run.py --config configs/cpu/smollm2.f2llm.json --resume                   # continue from the latest step_*
     python run.py --config configs/x.json --set learning_rate=1e-4 --set mrl_dims=[64,128]
 

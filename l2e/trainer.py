@@ -68,8 +68,10 @@ class Trainer:
         from l2e.model import build_model
 
         cfg = self.cfg
+        # cpu=True without CUDA: accelerate then runs torchrun-launched processes as MULTI_CPU (gloo)
+        # instead of silently training each process alone.
         self.acc = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-                               log_with="tensorboard", project_dir=cfg.tb_dir)
+                               log_with="tensorboard", project_dir=cfg.tb_dir, cpu=not torch.cuda.is_available())
         set_seed(cfg.seed)
         self.train_sets = load_tokenized(cfg.train_data_path, "train")
         self.valid_sets = [d for d in load_tokenized(cfg.train_data_path, "valid") if len(d)]

@@ -43,6 +43,7 @@ def write_config(folder: Path, mix: str, model_dir: str, data: Path, **overrides
                 "tb_dir": str(folder / "tb"), "max_seq_length": 64, "query_max_length": 32,
                 "passage_max_length": 64, "query_instruction": INSTRUCTION})
     cfg.update(overrides)
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{mix}.json"
     path.write_text(json.dumps(cfg, indent=2))
     return path
