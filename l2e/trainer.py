@@ -133,34 +133,36 @@ class Trainer:
         t_last, tokens = time.time(), 0
         self.t_start = time.time()
         self.samples = 0
-        while self.step < self.total_steps:
-            epoch, batch = next(stream)
-            with acc.accumulate(self.towers):
-                terms = self._forward_backward(batch)
-                self.consumed += 1
-                tokens += sum(int(batch[k]["attention_mask"].sum()) for k in ("query", "passage", "negative")
-                              if k in batch)
-                grad_norm = None
-                if acc.sync_gradients and cfg.max_grad_norm > 0:
-                    grad_norm = acc.clip_grad_norm_(self.towers.parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-            if not acc.sync_gradients:
-                continue
-            self.scheduler.step()
-            self.step += 1
-            self.samples += self.global_batch * cfg.gradient_accumulation_steps
-            bar.update(1)
-            now = time.time()
-            record = self._record(terms, batch, epoch, grad_norm, tokens * acc.num_processes / max(now - t_last, 1e-9))
-            t_last, tokens = now, 0
-            if self.step % cfg.log_interval == 0 or self.step == self.total_steps:
-                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
-            if self.step % cfg.validation_steps == 0 or self.step == self.total_steps:
-                self._validate()
-            if self.step % cfg.checkpointing_steps == 0 or self.step == self.total_steps:
-                self._save()
-        bar.close()
+        try:
+            while self.step < self.total_steps:
+                epoch, batch = next(stream)
+                with acc.accumulate(self.towers):
+                    terms = self._forward_backward(batch)
+                    self.consumed += 1
+                    tokens += sum(int(batch[k]["attention_mask"].sum()) for k in ("query", "passage", "negative")
+                                  if k in batch)
+                    grad_norm = None
+                    if acc.sync_gradients and cfg.max_grad_norm > 0:
+                        grad_norm = acc.clip_grad_norm_(self.towers.parameters(), cfg.max_grad_norm)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                if not acc.sync_gradients:
+                    continue
+                self.scheduler.step()
+                self.step += 1
+                self.samples += self.global_batch * cfg.gradient_accumulation_steps
+                bar.update(1)
+                now = time.time()
+                record = self._record(terms, batch, epoch, grad_norm, tokens * acc.num_processes / max(now - t_last, 1e-9))
+                t_last, tokens = now, 0
+                if self.step % cfg.log_interval == 0 or self.step == self.total_steps:
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+                if self.step % cfg.validation_steps == 0 or self.step == self.total_steps:
+                    self._validate()
+                if self.step % cfg.checkpointing_steps == 0 or self.step == self.total_steps:
+                    self._save()
+        finally:
+            bar.close()  # before any error message, so the message is the last line
 
     def _forward_backward(self, batch: dict) -> Dict[str, torch.Tensor]:
         cfg, acc = self.cfg, self.acc

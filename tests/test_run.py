@@ -65,3 +65,33 @@ def test_missing_training_data_is_one_line(tmp_path, capsys, data):
     cfg.write_text(json.dumps(raw))
     assert run.main(["--config", str(cfg)]) == 2
     assert "no dataset folders" in capsys.readouterr().err
+
+
+def test_grad_cache_run_matches_plain_run(tmp_path, data):
+    logs = {}
+    for gc in (False, True):
+        folder = tmp_path / ("gc" if gc else "plain")
+        cfg = write_config(folder, "f2llm", tiny_qwen3(), data, train_batch_size=train_rows(data), train_steps=3,
+                           checkpointing_steps=3, validation_steps=3, grad_cache=gc, grad_cache_mini_batch=3)
+        assert run.main(["--config", str(cfg)]) == 0
+        logs[gc] = read_log(folder / "out" / "tiny.f2llm")
+    for a, b in zip(logs[False], logs[True]):
+        assert b["loss"] == pytest.approx(a["loss"], abs=1e-4)
+
+
+def test_nan_loss_stops_with_one_line_and_saves_nothing(tmp_path, data, capsys):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "nan-model"
+    shutil.copytree(tiny_qwen3(), broken)
+    weights = load_file(str(broken / "model.safetensors"))
+    name = next(k for k in weights if "layers.0" in k and k.endswith("weight") and weights[k].ndim == 2)
+    weights[name][:] = float("nan")
+    save_file(weights, str(broken / "model.safetensors"), metadata={"format": "pt"})
+    cfg = write_config(tmp_path, "f2llm", str(broken), data, train_batch_size=4, train_steps=4)
+    assert run.main(["--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: loss is nan at step 1 (dataset 'debian')") and "last good checkpoint" in err
+    assert not list((tmp_path / "out" / "tiny.f2llm").glob("step_*"))
