@@ -13,35 +13,10 @@ import os
 import shutil
 import tempfile
 
-import torch
-from transformers import AutoModel, AutoTokenizer, DeepseekV3Config, LlamaConfig, Qwen3Config
-
 from l2e.config import Config, from_dict
+from l2e.tiny import EOS_ID, HIDDEN, TOKENIZER_DIR, VOCAB, save_tiny_model, tiny_configs  # noqa: F401
 
-TOKENIZER_DIR = os.path.join(os.path.dirname(__file__), "assets", "smollm2_tokenizer")
-VOCAB = 49152
-HIDDEN = 64
-EOS_ID = 2  # "<|im_end|>", also the pad token of the SmolLM2 tokenizer
-
-_COMMON = dict(
-    vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-    max_position_embeddings=512, eos_token_id=EOS_ID, pad_token_id=EOS_ID, bos_token_id=1,
-)
-
-
-def tiny_configs() -> dict:
-    """model_type -> a fresh tiny ``PretrainedConfig``."""
-    return {
-        "qwen3": Qwen3Config(**_COMMON, num_key_value_heads=2, head_dim=16),
-        "llama": LlamaConfig(**_COMMON, num_key_value_heads=2),
-        # DeepSeek-V3 keeps its real shape: MLA attention (low-rank q and kv) and a MoE layer after one dense one.
-        "deepseek_v3": DeepseekV3Config(
-            **_COMMON, num_key_value_heads=4, moe_intermediate_size=32, n_routed_experts=4, num_experts_per_tok=2,
-            n_shared_experts=1, n_group=1, topk_group=1, first_k_dense_replace=1, q_lora_rank=32, kv_lora_rank=16,
-            qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16,
-        ),
-    }
-
+# EOS_ID: "<|im_end|>", also the pad token of the SmolLM2 tokenizer. The builders also back `python -m l2e.tiny`.
 
 _ROOT = []
 
@@ -56,11 +31,8 @@ def _root() -> str:
 @functools.lru_cache(maxsize=None)
 def tiny_model_dir(model_type: str) -> str:
     """A saved folder with random weights for ``model_type`` and the SmolLM2 tokenizer (seeded: reproducible)."""
-    torch.manual_seed(0)
-    model = AutoModel.from_config(tiny_configs()[model_type], dtype=torch.float32)
     path = os.path.join(_root(), model_type)
-    model.save_pretrained(path)
-    AutoTokenizer.from_pretrained(TOKENIZER_DIR).save_pretrained(path)
+    save_tiny_model(model_type, path, TOKENIZER_DIR)
     return path
 
 
