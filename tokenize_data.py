@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from l2e.config import ConfigError, resolve_package_path
 from l2e.data import (
     META_FILE,
     PASSAGE_SCHEMA,
@@ -175,7 +176,7 @@ def check_names(option: str, mapping: Dict[str, str], names: Sequence[str]) -> N
 def load_tokenizer(args: argparse.Namespace):
     from transformers import AutoTokenizer
 
-    path = args.tokenizer or args.model_path
+    path = resolve_package_path(args.tokenizer or args.model_path)  # pkg:NAME/path: inside an installed package
     if not os.path.exists(path):
         raise DataError(f"tokenizer folder {path!r} not found (local folders only, nothing is downloaded)")
     kwargs = {"gguf_file": args.gguf_file} if args.gguf_file else {}
@@ -525,7 +526,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
         stats = run(args)
-    except DataError as e:
+    except (DataError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     t = stats["totals"]

