@@ -20,9 +20,9 @@ The candidate pool is every distinct ``pos`` text of the input, plus the ``--cor
 
 Selection (FlagEmbedding's ``range_for_sampling``, NV-Retriever's positive-aware filters): rank the pool by
 inner product (cosine: embeddings are unit vectors), keep 0-based ranks [START, END) of ``--range START-END``,
-drop the row's positives and its query text, drop a candidate scoring above ``relative_margin x pos_score``
-("TopK-PercPos", 0.95 in the paper) or above ``pos_score - absolute_margin`` ("TopK-MarginPos"), where
-pos_score is the row's best positive; then sample ``--negative_number`` of the rest with a per-row seeded
+drop the row's positives, the positives of other rows with the same query and the query text itself, drop a
+candidate scoring above ``relative_margin x pos_score`` ("TopK-PercPos", 0.95 in the paper) or above
+``pos_score - absolute_margin`` ("TopK-MarginPos"), where pos_score is the row's best positive; then sample ``--negative_number`` of the rest with a per-row seeded
 RNG (kept in rank order). Rows left with fewer keep what they have.
 
 Output: the input rows, other fields kept, with ``neg``, ``neg_scores`` and ``pos_scores`` (miner cosine
@@ -212,7 +212,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--absolute_margin", type=float, help="drop score > pos_score - margin (e.g. 0.05)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pooling", choices=POOLING_MODES, help="default: the checkpoint's / sentence-transformers'")
-    p.add_argument("--bi_attn", action="store_true", help="bidirectional attention (plain models only)")
+    p.add_argument("--bi_attn", action="store_true", help="bidirectional attention (default: a checkpoint's own setting, else off)")
     p.add_argument("--query_instruction", help="default: the checkpoint's, else none; a row's prompt wins")
     p.add_argument("--max_length", type=int, help="token cap for queries and passages (default: the model's)")
     p.add_argument("--batch_size", type=int, default=32)
@@ -289,12 +289,20 @@ def read_corpus(path: str) -> List[str]:
 
 def build_pool(rows: List[dict], corpus_texts: Sequence[str] = ()):
     """``(texts, pos_index, exclude)``: distinct texts (positives first, then the extra corpus), each row's
-    positives as pool rows, and the pool row of each row's query text when the query is also a passage."""
+    positives as pool rows, and per row the pool rows never to use as its negatives: the positives of every
+    row with the same query text (Debian's "GNU C preprocessor" has 18 rows, one per cpp version: each
+    row's positive is a true answer for the others) and the query text itself when it is also a passage."""
     where: Dict[str, int] = {}
     for text in [p for row in rows for p in row["pos"]] + list(corpus_texts):
         where.setdefault(text, len(where))
     pos_index = [[where[p] for p in row["pos"]] for row in rows]
-    exclude = [[where[row["query"]]] if row["query"] in where else [] for row in rows]
+    answers: Dict[str, List[int]] = {}
+    for row, pos in zip(rows, pos_index):
+        answers.setdefault(row["query"], []).extend(pos)
+    exclude = []
+    for row, pos in zip(rows, pos_index):
+        query_text = {where[row["query"]]} if row["query"] in where else set()
+        exclude.append(sorted((set(answers[row["query"]]) | query_text) - set(pos)))
     return list(where), pos_index, exclude
 
 
@@ -303,7 +311,8 @@ def load_embedder(args: argparse.Namespace):
     from l2e.embedder import Embedder
 
     if os.path.isfile(os.path.join(args.model, SETTINGS_FILE)):
-        embedder = Embedder.from_checkpoint(args.model, **({"pooling_mode": args.pooling} if args.pooling else {}))
+        overrides = {k: v for k, v in {"pooling_mode": args.pooling, "bi_attn_enabled": args.bi_attn}.items() if v}
+        embedder = Embedder.from_checkpoint(args.model, **overrides)
         if args.query_instruction is not None:
             embedder.query_instruction = args.query_instruction
         if args.max_length:

@@ -88,17 +88,19 @@ def test_several_positives_use_the_best_positive_score():
     assert neg == [[3, 5]] and pos_scores == [pytest.approx(0.8)]
 
 
-def test_exact_copy_of_a_positive_and_the_query_text_are_never_negatives():
-    rows = [{"query": "fruit", "pos": ["apple pie"]}, {"query": "apple pie", "pos": ["banana", "apple pie"]}]
+def test_exact_copy_of_a_positive_the_query_text_and_same_query_positives_are_never_negatives():
+    rows = [{"query": "fruit", "pos": ["apple pie"]}, {"query": "apple pie", "pos": ["banana", "apple pie"]},
+            {"query": "fruit", "pos": ["kiwi"]}]
     texts, pos_index, exclude = build_pool(rows, ["cherry", "apple pie", "banana", "fruit"])
-    assert texts == ["apple pie", "banana", "cherry", "fruit"]  # the corpus's copies collapse into one entry
-    assert pos_index == [[0], [1, 0]] and exclude == [[3], [0]]
-    query_emb = unit(1.0, 1.0)  # both queries score every passage the same way
-    corpus_emb = unit(0.9, 0.8, 0.7, 0.95)  # the query text "fruit" (index 3) scores best of all
+    assert texts == ["apple pie", "banana", "kiwi", "cherry", "fruit"]  # the corpus's copies collapse
+    assert pos_index == [[0], [1, 0], [2]]
+    assert exclude == [[2, 4], [], [0, 4]]  # rows 0 and 2 share a query: each other's positive, and "fruit"
+    query_emb = unit(1.0, 1.0, 1.0)  # every query scores every passage the same way
+    corpus_emb = unit(0.9, 0.8, 0.85, 0.7, 0.95)  # the query text "fruit" (index 4) scores best of all
     neg, _, _, stats = mine_negatives(query_emb, corpus_emb, pos_index, range_start=0, range_end=10, num_neg=5,
                                       exclude=exclude)
-    assert neg == [[1, 2], [3, 2]]  # rank order: "fruit" (0.95) is a fair negative for the query "apple pie"
-    assert stats["dropped"]["positive_or_query"] == 2 + 2
+    assert neg == [[1, 3], [4, 2, 3], [1, 3]]  # rank order; "fruit" is a fair negative for "apple pie"
+    assert stats["dropped"]["positive_or_query"] == 3 + 2 + 3
 
 
 # --- sampling and blocks --------------------------------------------------------------------------------
