@@ -264,7 +264,7 @@ class Trainer:
         cfg = self.cfg
         model = self.acc.unwrap_model(self.towers).model
         embedder = Embedder(model, self.tokenizer, query_instruction=cfg.query_instruction,
-                            max_length=cfg.passage_len, device=self.acc.device)
+                            max_length=cfg.passage_len, query_max_length=cfg.query_len, device=self.acc.device)
         rows = evaluate_retrieval(embedder, cfg.eval_data_dir, max_queries=cfg.eval_max_queries,
                                   query_instruction=cfg.query_instruction, batch_size=cfg.train_batch_size * 2)
         return {k: rows[0][k] for k in ("ndcg_at_10", "recall_at_10", "recall_at_100", "mrr_at_10") if k in rows[0]}
