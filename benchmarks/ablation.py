@@ -100,6 +100,22 @@ def bm25(args) -> list:
              "recall_at_100": res.recall["Recall@100"], "mrr_at_10": res.mrr["MRR@10"]}]
 
 
+def keep_rows_with_negatives(src: str, folder: str, n: int) -> str:
+    """Rows with at least ``n`` mined negatives (the false-negative filter can empty a row's window, and a
+    batch needs the same number of negatives in every row)."""
+    os.makedirs(folder, exist_ok=True)
+    kept = dropped = 0
+    with open(src) as f, open(os.path.join(folder, "debian.jsonl"), "w") as out:
+        for line in f:
+            if len(json.loads(line).get("neg", [])) >= n:
+                out.write(line)
+                kept += 1
+            else:
+                dropped += 1
+    print(f"(e): {kept} mined rows with >= {n} negatives, {dropped} dropped")
+    return folder
+
+
 def table(rows: list) -> str:
     lines = ["| model | dim | nDCG@10 | Recall@100 | train s |", "| --- | ---: | ---: | ---: | ---: |"]
     for r in rows:
@@ -136,11 +152,7 @@ def main(argv=None) -> None:
             if not args.mined:
                 print("skipping (e): no --mined file")
                 continue
-            mined_dir = os.path.join(args.out, "mined_raw")
-            os.makedirs(mined_dir, exist_ok=True)
-            link = os.path.join(mined_dir, "debian.jsonl")
-            if not os.path.exists(link):
-                os.symlink(os.path.abspath(args.mined), link)
+            mined_dir = keep_rows_with_negatives(args.mined, os.path.join(args.out, "mined_raw"), args.num_hard_neg)
             mined = tokenize(mined_dir, os.path.join(args.out, "tokenized_mined"), os.path.join(args.out, "tok_e.log"))
             label, config = VARIANTS[args.best_variant]
             final, secs = train("e", config, mined, args, ["--set", f"num_hard_neg={args.num_hard_neg}"])
