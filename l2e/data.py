@@ -114,17 +114,22 @@ def iter_raw_rows(path: str, fmt: str, batch_size: int = 1000) -> Iterator[RawRo
     return _iter_jsonl(path) if fmt == "jsonl" else _iter_parquet(path, batch_size)
 
 
-def _iter_jsonl(path: str) -> Iterator[RawRow]:
+def iter_json_lines(path: str) -> Iterator[Tuple[str, Any]]:
+    """``(where, object)`` per non-blank line, ``where`` = ``path:line``; malformed JSON names both."""
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
             try:
-                obj = json.loads(line)
+                yield where, json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
-            yield _jsonl_row(obj, where)
+
+
+def _iter_jsonl(path: str) -> Iterator[RawRow]:
+    for where, obj in iter_json_lines(path):
+        yield _jsonl_row(obj, where)
 
 
 def _jsonl_row(obj: Any, where: str) -> RawRow:
@@ -359,19 +364,17 @@ def _beir_file(folder: str, name: str, also: str = "") -> str:
 
 def _read_beir_texts(path: str) -> Dict[str, str]:
     texts: Dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict) or "_id" not in obj or not isinstance(obj.get("text"), str):
-                raise DataError(f'{path}:{lineno}: expected {{"_id": ..., "text": "..."}}')
-            title = obj.get("title") or ""
-            texts[str(obj["_id"])] = f"{title} {obj['text']}".strip() if title else obj["text"]
+    for where, obj in iter_json_lines(path):
+        if not isinstance(obj, dict) or "_id" not in obj or not isinstance(obj.get("text"), str):
+            raise DataError(f'{where}: expected {{"_id": ..., "text": "..."}}')
+        texts[str(obj["_id"])] = titled_text(obj)
     return texts
+
+
+def titled_text(obj: Dict[str, Any]) -> str:
+    """BEIR's ``title`` joined before ``text`` (when there is one)."""
+    title = obj.get("title") or ""
+    return f"{title} {obj['text']}".strip() if title else obj["text"]
 
 
 def _read_qrels(path: str) -> Dict[str, Dict[str, int]]:

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from l2e.config import POOLING_MODES, ConfigError, resolve_package_path
-from l2e.data import DataError, iter_raw_rows
+from l2e.data import DataError, iter_json_lines, iter_raw_rows, titled_text
 from l2e.model import SETTINGS_FILE, ModelNotAvailableError
 
 FAISS_AUTO = 1_000_000  # pools this large use faiss when it is installed (multi-threaded BLAS, same results)
@@ -272,18 +272,10 @@ def load_rows(path: str, max_rows: int) -> List[dict]:
 def read_corpus(path: str) -> List[str]:
     """Texts of a ``{"text": ...}`` JSONL (a BEIR corpus.jsonl too: ``title`` is joined before the text)."""
     texts = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-                raise DataError(f'{path}:{lineno}: expected {{"text": "..."}} (optionally "_id", "title")')
-            title = obj.get("title") or ""
-            texts.append(f"{title} {obj['text']}".strip() if title else obj["text"])
+    for where, obj in iter_json_lines(path):
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+            raise DataError(f'{where}: expected {{"text": "..."}} (optionally "_id", "title")')
+        texts.append(titled_text(obj))
     return texts
 
 
