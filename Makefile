@@ -30,7 +30,7 @@ demo: venv
 	    --query_max_length 64 --passage_max_length 256 --instructions_file data/sample/instructions.json
 	HF_HUB_OFFLINE=1 $(BIN)/python run.py --config $(DEMO_CFG)
 	HF_HUB_OFFLINE=1 $(BIN)/python evaluate_mteb.py --ckpt_dir $(DEMO_OUT)/final --data_dir data/sample/dev-mini \
-	    --baseline $(SMOL) --baseline_pooling eos --output_folder $(DEMO_OUT)/demo_eval
+	    --baseline $(SMOL) --baseline_pooling mean --output_folder $(DEMO_OUT)/demo_eval
 	@echo "demo: trained $(DEMO_OUT)/final from the untrained SmolLM2 (baseline row above); table in $(DEMO_OUT)/demo_eval/summary.md"
 
 test: venv
