@@ -243,7 +243,7 @@ def _path_problems(cfg: Config, check_paths: bool) -> List[str]:
         p.append("model_path is empty; point it at a local model folder or a .gguf file")
     if not check_paths:
         return p
-    if cfg.model_path and not _is_hub_id(cfg.model_path) and not os.path.exists(cfg.model_path):
+    if cfg.model_path and not is_hub_id(cfg.model_path) and not os.path.exists(cfg.model_path):
         p.append(f"model_path={cfg.model_path!r} does not exist")
     if cfg.gguf_file and cfg.model_path and os.path.isdir(cfg.model_path):
         if not os.path.isfile(os.path.join(cfg.model_path, cfg.gguf_file)):
@@ -274,7 +274,7 @@ def resolve_package_path(path: str) -> str:
     return os.path.join(list(spec.submodule_search_locations)[0], rest)
 
 
-def _is_hub_id(path: str) -> bool:
+def is_hub_id(path: str) -> bool:
     """``org/name`` with no local counterpart: a Hugging Face hub id (resolved, or refused, by the loader)."""
     return path.count("/") == 1 and not path.startswith((".", "/")) and not os.path.exists(path)
 

@@ -47,7 +47,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from l2e.config import POOLING_MODES, ConfigError, resolve_package_path
+from l2e.config import POOLING_MODES, ConfigError, is_hub_id, resolve_package_path
 from l2e.data import DataError, iter_json_lines, iter_raw_rows, titled_text
 from l2e.model import SETTINGS_FILE, ModelNotAvailableError
 
@@ -243,13 +243,9 @@ def check_args(args: argparse.Namespace) -> None:
         args.model = resolve_package_path(args.model)
     except ConfigError as e:  # its message spans lines; the command line reports one
         raise MineError("; ".join(e.problems)) from None
-    if not os.path.exists(args.model) and not _looks_like_hub_id(args.model):
+    if not os.path.exists(args.model) and not is_hub_id(args.model):
         raise MineError(f"--model {args.model!r}: no such file or folder (an l2e checkpoint, a Hugging Face / "
                         "sentence-transformers folder or a .gguf file)")
-
-
-def _looks_like_hub_id(path: str) -> bool:
-    return path.count("/") == 1 and not path.startswith((".", "/"))
 
 
 def load_rows(path: str, max_rows: int) -> List[dict]:
