@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -66,7 +67,8 @@ def train(key: str, config: str, data: str, args, extra=()) -> tuple:
 
 
 def evaluate(label: str, args, ckpt: str = "", baseline: str = "", pooling: str = "") -> list:
-    out = os.path.join(args.out, "eval", label)
+    out = os.path.join(args.out, "eval", re.sub(r"[^A-Za-z0-9.+-]+", "_", label).strip("_"))
+    os.makedirs(os.path.dirname(out), exist_ok=True)
     cmd = ["evaluate_mteb.py", "--data_dir", args.eval_dir, "--output_folder", out, "--batch_size", "32"]
     cmd += ["--ckpt_dir", ckpt, "--dims", args.dims] if ckpt else ["--baseline", baseline]
     cmd += ["--baseline_pooling", pooling] if pooling else []

@@ -211,9 +211,8 @@ def _choice_problems(cfg: Config) -> List[str]:
         p.append("lora_target_modules is empty with lora_enabled=true; name modules, e.g. [\"q_proj\", \"v_proj\"]")
     if cfg.quantization != "none" and not cfg.lora_enabled:
         p.append(f"quantization={cfg.quantization!r} needs lora_enabled=true (QLoRA trains adapters on a frozen base)")
-    if cfg.skip_instruction and cfg.pooling_mode in ("eos", "last", "cls"):
-        # Not an error: the last/first token already lies outside the instruction. Documented in README.
-        pass
+    # skip_instruction with eos/last/cls is allowed and changes nothing: their token lies outside the
+    # instruction (README, Components).
     return p
 
 
