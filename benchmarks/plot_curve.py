@@ -35,17 +35,20 @@ def main(argv=None) -> None:
         train = read(os.path.join(run, "training_log.jsonl"))
         if not train:
             raise SystemExit(f"error: {run}/training_log.jsonl missing or empty")
-        ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label=name, alpha=0.8)
+        # The full-size InfoNCE term is comparable across mixes; "loss" also sums MRL and spread-out terms.
+        key = "infonce" if "infonce" in train[0] else "loss"
+        ax_loss.plot([r["step"] for r in train], [r[key] for r in train], label=name, alpha=0.8)
         val = read(os.path.join(run, "validation_log.jsonl"))
         key = "ndcg_at_10" if any("ndcg_at_10" in r for r in val) else None
         if key:
             pts = [(r["step"], r[key]) for r in val if key in r]
             ax_val.plot(*zip(*pts), marker="o", label=name)
-    ax_loss.set(xlabel="optimizer step", ylabel="training loss (all terms)", title="training loss")
+    ax_loss.set(xlabel="optimizer step", ylabel="InfoNCE (full size)", title="training loss")
     ax_val.set(xlabel="optimizer step", ylabel="nDCG@10", title="validation nDCG@10 (eval_data_dir)")
     for ax in (ax_loss, ax_val):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     fig.savefig(args.out, dpi=110)
