@@ -26,10 +26,7 @@ def export_final(model, tokenizer, cfg: Config, folder: str) -> str:
 
     tmp = folder + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    settings = {"pooling_mode": cfg.pooling_mode, "bi_attn_enabled": cfg.bi_attn_enabled,
-                "skip_instruction": cfg.skip_instruction, "instruction_separator": cfg.instruction_separator,
-                "query_instruction": cfg.query_instruction, "query_max_length": cfg.query_len,
-                "passage_max_length": cfg.passage_len}
+    settings = model_settings(cfg)
     if cfg.lora_enabled:
         adapter_dir = os.path.join(os.path.dirname(folder), "final_adapter")
         shutil.rmtree(adapter_dir, ignore_errors=True)
@@ -44,6 +41,14 @@ def export_final(model, tokenizer, cfg: Config, folder: str) -> str:
     shutil.rmtree(folder, ignore_errors=True)
     os.rename(tmp, folder)
     return folder
+
+
+def model_settings(cfg: Config) -> dict:
+    """What inference must reproduce, written to ``l2e_model.json`` with every checkpoint and export."""
+    return {"pooling_mode": cfg.pooling_mode, "bi_attn_enabled": cfg.bi_attn_enabled,
+            "skip_instruction": cfg.skip_instruction, "instruction_separator": cfg.instruction_separator,
+            "query_instruction": cfg.query_instruction, "query_max_length": cfg.query_len,
+            "passage_max_length": cfg.passage_len}
 
 
 def write_sentence_transformers_files(folder: str, tokenizer, cfg: Config, hidden_size: int) -> None:

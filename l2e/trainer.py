@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from l2e import checkpoint
 from l2e.batching import BatchCollator, EpochBatches, plan_epoch
 from l2e.config import Config, check_hidden_size
+from l2e.export import model_settings
 from l2e.grad_cache import grad_cache_step
 from l2e.optim import build_optimizer, build_scheduler
 
@@ -290,7 +291,7 @@ class Trainer:
 
     def _save_model(self, folder: str) -> None:
         model = self.acc.unwrap_model(self.towers).model
-        model.save(folder, self.tokenizer, extra=_model_settings(self.cfg))
+        model.save(folder, self.tokenizer, extra=model_settings(self.cfg))
         self.cfg.save(os.path.join(folder, "training_config.json"))
 
     def _load(self, path: str) -> None:
@@ -331,13 +332,6 @@ class Trainer:
 
 def _first(items: list):
     return items[0]
-
-
-def _model_settings(cfg: Config) -> dict:
-    return {"pooling_mode": cfg.pooling_mode, "bi_attn_enabled": cfg.bi_attn_enabled,
-            "skip_instruction": cfg.skip_instruction, "instruction_separator": cfg.instruction_separator,
-            "query_instruction": cfg.query_instruction, "query_max_length": cfg.query_len,
-            "passage_max_length": cfg.passage_len}
 
 
 def _replace(cfg: Config, **changes) -> Config:
