@@ -4,7 +4,9 @@ sentence-transformers layout (modules.json → Transformer, Pooling, Normalize) 
 as the ``query`` prompt. Two details make sentence-transformers give the same vectors as l2e's Embedder:
 - decoder tokenizers get a post-processor that appends EOS (as Qwen3-Embedding's tokenizer does), since
   sentence-transformers calls the tokenizer with its special tokens and l2e pools the EOS token;
-- skip-instruction maps to the Pooling module's ``include_prompt: false``.
+- skip-instruction maps to the Pooling module's ``include_prompt: false``. sentence-transformers measures
+  the prompt by tokenizing it alone, l2e by the common prefix with the text; they agree unless the
+  instruction's last token merges into the first word (a trailing space), see README.
 LoRA runs write the merged plain model here (``lora_merge_on_export``) and the adapter to ``final_adapter``.
 """
 from __future__ import annotations
