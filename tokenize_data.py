@@ -57,6 +57,7 @@ from l2e.data import (
     RawRow,
     dataset_files,
     iter_raw_rows,
+    read_json,
     stable_unit,
     text_key,
 )
@@ -156,11 +157,7 @@ def read_instructions(path: str) -> Dict[str, str]:
         return {}
     if not os.path.isfile(path):
         raise DataError(f"--instructions_file {path}: not found")
-    try:
-        with open(path) as f:
-            mapping = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    mapping = read_json(path)
     if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
         raise DataError(f"{path}: expected a JSON object {{dataset: instruction string}}")
     return mapping

@@ -88,7 +88,7 @@ def bm25(args) -> list:
     from l2e.mteb_wrapper import sample_query_ids
 
     corpus, queries, qrels = read_beir(args.eval_dir)
-    qids = sample_query_ids(qrels, queries, args.limits) if args.limits else [q for q in queries if q in qrels]
+    qids = sample_query_ids(qrels, queries, args.limits)  # the same queries MTEB scores for the models
     doc_ids = list(corpus)
     retriever = bm25s.BM25()
     retriever.index(bm25s.tokenize([corpus[d] for d in doc_ids], stopwords="en", show_progress=False),

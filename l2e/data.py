@@ -296,14 +296,19 @@ def _load_dataset(folder: str, split: str) -> TokenizedDataset:
     )
 
 
+def read_json(path: str) -> Any:
+    """A whole JSON file; invalid JSON names the file and line."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
 def _read_meta(path: str) -> Dict[str, Any]:
     if not os.path.isfile(path):
         raise DataError(f"{path}: missing; the folder is not a complete tokenize_data.py output")
-    try:
-        with open(path) as f:
-            meta = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    meta = read_json(path)
     missing = [k for k in ("name", "task_type", "instruction") if not isinstance(meta, dict) or k not in meta]
     if missing:
         raise DataError(f"{path}: missing key(s) {', '.join(missing)}")

@@ -173,9 +173,7 @@ class Trainer:
         extra = self._loss_extra(batch, ds)
 
         def loss_of(reps: List[torch.Tensor]) -> Dict[str, torch.Tensor]:
-            q, p = reps[0], reps[1]
-            n = reps[2].view(q.shape[0], -1, q.shape[-1]) if len(reps) > 2 else None
-            return self.loss_fn(q, p, n, **extra)
+            return _tower_loss(self.loss_fn, reps, extra)
 
         if cfg.grad_cache:
             terms = grad_cache_step(lambda g: self.towers([g])[0], groups, loss_of, cfg.grad_cache_mini_batch,
@@ -253,9 +251,7 @@ class Trainer:
             batch = collator(planned, 0, i)
             reps = [model(**_inputs(batch[k], self.acc.device)) for k in ("query", "passage", "negative")
                     if k in batch]
-            n = reps[2].view(reps[0].shape[0], -1, reps[0].shape[-1]) if len(reps) > 2 else None
-            extra = self._loss_extra(batch, ds)
-            losses.append(self.local_loss_fn(reps[0], reps[1], n, **extra)["loss"].item())
+            losses.append(_tower_loss(self.local_loss_fn, reps, self._loss_extra(batch, ds))["loss"].item())
         return sum(losses) / max(1, len(losses))
 
     def _retrieval_metrics(self) -> dict:
@@ -328,6 +324,13 @@ class Trainer:
                 json.dump(summary, f, indent=2)
         acc.end_training()
         return summary
+
+
+def _tower_loss(loss_fn, reps: List[torch.Tensor], extra: dict) -> Dict[str, torch.Tensor]:
+    """Loss of [queries, positives(, flat negatives)]: negatives arrive as (batch*K, dim), the loss wants (batch, K, dim)."""
+    q, p = reps[0], reps[1]
+    n = reps[2].view(q.shape[0], -1, q.shape[-1]) if len(reps) > 2 else None
+    return loss_fn(q, p, n, **extra)
 
 
 def _first(items: list):
