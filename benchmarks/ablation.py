@@ -15,7 +15,8 @@ Variants (configs/cpu/smollm2.*.json, overridden only by the step budget and out
   (e) --best_variant + mined hard negatives        needs --mined (JSONL with "neg" filled)
 Baseline rows: the untrained SmolLM2 (eos), all-MiniLM-L6-v2, BM25 (bm25s; scored by MTEB's own
 retrieval metrics). Every trained model is scored through evaluate_mteb.py at full size and at the
-Matryoshka sizes --dims. Writes OUT/ablation.json and OUT/ablation.md and prints the table.
+Matryoshka sizes --dims. Writes OUT/ablation.<eval folder>.json / .md and prints the table; --reuse scores
+already trained variants on another --eval_dir without training them again.
 """
 from __future__ import annotations
 
@@ -57,17 +58,27 @@ def tokenize(src: str, out: str, log: str) -> str:
 
 def train(key: str, config: str, data: str, args, extra=()) -> tuple:
     exp = f"ablation.{key}"
+    final, record = os.path.join(args.out, exp, "final"), os.path.join(args.out, f"{exp}.train.json")
+    if args.reuse and os.path.isfile(os.path.join(final, "modules.json")) and os.path.isfile(record):
+        with open(record) as f:
+            done = json.load(f)
+        if done["steps"] == args.steps and done["seed"] == args.seed:
+            print(f"({key}): reusing {final} ({done['steps']} steps, trained in {done['train_s']:.0f}s)")
+            return final, done["train_s"]
     t = time.time()
     sh(["run.py", "--config", f"configs/cpu/{config}.json", "--set", f"train_steps={args.steps}",
         "--set", f"experiment_id={exp}", "--set", f"output_dir={args.out}", "--set", f"tb_dir={args.out}/tb",
         "--set", f"train_data_path={data}", "--set", 'eval_data_dir=""', "--set", f"seed={args.seed}",
         "--set", f"checkpointing_steps={args.steps}", "--set", f"validation_steps={args.steps}", *extra],
        os.path.join(args.out, f"{exp}.train.log"))
-    return os.path.join(args.out, exp, "final"), time.time() - t
+    secs = time.time() - t
+    with open(record, "w") as f:
+        json.dump({"steps": args.steps, "seed": args.seed, "train_s": secs, "config": config}, f)
+    return final, secs
 
 
 def evaluate(label: str, args, ckpt: str = "", baseline: str = "", pooling: str = "") -> list:
-    out = os.path.join(args.out, "eval", re.sub(r"[^A-Za-z0-9.+-]+", "_", label).strip("_"))
+    out = os.path.join(args.out, "eval", eval_name(args), re.sub(r"[^A-Za-z0-9.+-]+", "_", label).strip("_"))
     os.makedirs(os.path.dirname(out), exist_ok=True)
     cmd = ["evaluate_mteb.py", "--data_dir", args.eval_dir, "--output_folder", out, "--batch_size", "32"]
     cmd += ["--ckpt_dir", ckpt, "--dims", args.dims] if ckpt else ["--baseline", baseline]
@@ -77,6 +88,10 @@ def evaluate(label: str, args, ckpt: str = "", baseline: str = "", pooling: str 
     with open(os.path.join(out, "summary.json")) as f:
         rows = json.load(f)
     return [{**r, "model": label} for r in rows]
+
+
+def eval_name(args) -> str:
+    return os.path.basename(os.path.normpath(args.eval_dir))
 
 
 def bm25(args) -> list:
@@ -140,6 +155,9 @@ def main(argv=None) -> None:
     p.add_argument("--num_hard_neg", type=int, default=3)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--skip_baselines", action="store_true")
+    p.add_argument("--reuse", action="store_true",
+                   help="score a variant's existing OUT/ablation.X/final (same --steps and --seed) instead of "
+                        "training it again: the same models on another --eval_dir")
     p.add_argument("--out", default="output/ablation")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
@@ -165,10 +183,11 @@ def main(argv=None) -> None:
             label = f"({key}) {label}"
         rows += [{**r, "train_s": secs} for r in evaluate(label, args, ckpt=final)]
         print(table(rows), flush=True)
-    with open(os.path.join(args.out, "ablation.json"), "w") as f:
+    stem = os.path.join(args.out, f"ablation.{eval_name(args)}")
+    with open(stem + ".json", "w") as f:
         json.dump({"args": vars(args), "rows": rows}, f, indent=2)
     text = table(rows)
-    with open(os.path.join(args.out, "ablation.md"), "w") as f:
+    with open(stem + ".md", "w") as f:
         f.write(text + "\n")
     print(text)
 

@@ -43,6 +43,10 @@ def main(argv=None) -> None:
         if key:
             pts = [(r["step"], r[key]) for r in val if key in r]
             ax_val.plot(*zip(*pts), marker="o", label=name)
+            for r in val:  # training minutes so far (net of validation), where run.py logged them
+                if key in r and "train_s" in r:
+                    ax_val.annotate(f"{r['train_s'] / 60:.0f} min", (r["step"], r[key]), fontsize=7,
+                                    textcoords="offset points", xytext=(4, -10))
     ax_loss.set(xlabel="optimizer step", ylabel="InfoNCE (full size)", title="training loss")
     ax_val.set(xlabel="optimizer step", ylabel="nDCG@10", title="validation nDCG@10 (eval_data_dir)")
     for ax in (ax_loss, ax_val):

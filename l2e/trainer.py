@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from l2e import checkpoint
-from l2e.batching import BatchCollator, EpochBatches, plan_epoch
+from l2e.batching import BatchCollator, EpochBatches, pair_lengths, plan_epoch
 from l2e.config import Config, check_hidden_size
 from l2e.export import model_settings
 from l2e.grad_cache import grad_cache_step
@@ -106,7 +106,9 @@ class Trainer:
         self.acc.init_trackers(cfg.experiment_id, config=_scalar_config(cfg))
 
     def _plan(self, epoch: int):
-        lengths = [[len(q) for q in d.query_ids] for d in self.train_sets] if self.cfg.length_bucketing else None
+        lengths = None
+        if self.cfg.length_bucketing:
+            lengths = [pair_lengths(d, self.cfg.query_len, self.cfg.passage_len) for d in self.train_sets]
         return plan_epoch([len(d) for d in self.train_sets], self.global_batch, self.cfg.seed, epoch, lengths)
 
     def _batches(self):
@@ -134,6 +136,7 @@ class Trainer:
         t_last, tokens = time.time(), 0
         self.t_start = time.time()
         self.samples = 0
+        self.overhead_s = {"validation": 0.0, "checkpoint": 0.0}  # wall time that is not training
         try:
             while self.step < self.total_steps:
                 epoch, batch = next(stream)
@@ -159,9 +162,13 @@ class Trainer:
                 if self.step % cfg.log_interval == 0 or self.step == self.total_steps:
                     bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
                 if self.step % cfg.validation_steps == 0 or self.step == self.total_steps:
+                    t0 = time.time()
                     self._validate()
+                    self.overhead_s["validation"] += time.time() - t0
                 if self.step % cfg.checkpointing_steps == 0 or self.step == self.total_steps:
+                    t0 = time.time()
                     self._save()
+                    self.overhead_s["checkpoint"] += time.time() - t0
         finally:
             bar.close()  # before any error message, so the message is the last line
 
@@ -224,7 +231,9 @@ class Trainer:
         """Validation loss per dataset (and nDCG@10 on ``eval_data_dir``), on the main process only."""
         if self.acc.is_main_process:
             self.towers.eval()
-            result = {"step": self.step}
+            # Training seconds so far, net of earlier validations and checkpoints: the x axis of a
+            # learning curve and what a "N minutes of training" budget counts.
+            result = {"step": self.step, "train_s": self._train_seconds()}
             for ds in self.valid_sets:
                 result[f"valid_loss/{ds.name}"] = self._valid_loss(ds)
             if self.cfg.eval_data_dir:
@@ -239,6 +248,12 @@ class Trainer:
                 self.best = {"step": self.step, "score": score, "metric": key or "-valid_loss", **result}
             self.history.append(result)
         self.acc.wait_for_everyone()
+
+    def _train_seconds(self) -> float:
+        """Wall seconds of this process's training loop so far, without validation and checkpoint time."""
+        if not hasattr(self, "t_start"):
+            return 0.0
+        return time.time() - self.t_start - sum(getattr(self, "overhead_s", {}).values())
 
     def _valid_loss(self, ds) -> float:
         model = self.acc.unwrap_model(self.towers).model
@@ -313,10 +328,17 @@ class Trainer:
         summary = {}
         if acc.is_main_process:
             model = acc.unwrap_model(self.towers).model
+            steps_s = self._train_seconds()
+            t0 = time.time()
             export_final(model, self.tokenizer, self.cfg, os.path.join(self.run_dir, "final"))
+            export_s = time.time() - t0
             elapsed = time.time() - getattr(self, "t_start", time.time())
+            overhead = getattr(self, "overhead_s", {})
             summary = {"experiment_id": self.cfg.experiment_id, "steps": self.step, "total_steps": self.total_steps,
-                       "train_time_s": elapsed, "samples": getattr(self, "samples", 0),
+                       "train_time_s": elapsed, "steps_time_s": steps_s,
+                       "validation_time_s": overhead.get("validation", 0.0),
+                       "checkpoint_time_s": overhead.get("checkpoint", 0.0), "export_time_s": export_s,
+                       "samples": getattr(self, "samples", 0),
                        "samples_per_s": getattr(self, "samples", 0) / max(elapsed, 1e-9),
                        "num_processes": acc.num_processes, "best_validation": self.best,
                        "final_dir": os.path.join(self.run_dir, "final"), "validation": self.history}

@@ -4,7 +4,7 @@ from typing import List
 
 import torch
 
-from l2e.batching import BatchCollator, plan_epoch, truncate
+from l2e.batching import BatchCollator, pair_lengths, plan_epoch, truncate
 
 
 @dataclass
@@ -51,6 +51,24 @@ def test_length_bucketing_groups_similar_lengths():
     unbucketed = plan_epoch([400], 8, seed=0, epoch=0)
     spread0 = [max(lengths[0][r] for r in b.rows) - min(lengths[0][r] for r in b.rows) for b in unbucketed]
     assert sum(spread) < sum(spread0) / 4
+
+
+def test_bucketing_on_pair_lengths_cuts_passage_padding():
+    # Passages of 2..121 tokens in shuffled order, queries all alike: what a batch pads to is the passage.
+    n = 240
+    lengths = [(i * 37) % 120 + 2 for i in range(n)]
+    ds = FakeDataset("ds", "retrieval", [[5] * (k - 1) + [2] for k in lengths], [[7, 8, 9, i, 2] for i in range(n)],
+                     [2] * n, list(range(n)), [[] for _ in range(n)])
+    assert pair_lengths(ds, query_len=4, passage_len=100) == [4 + min(k, 100) for k in lengths]
+    collator = BatchCollator([ds], num_hard_neg=0, query_len=4, passage_len=100, pad_id=0, seed=0)
+
+    def padded_tokens(plan):
+        return sum(collator(b, 0, i)["passage"]["input_ids"].numel() for i, b in enumerate(plan))
+
+    plain = plan_epoch([n], 8, seed=0, epoch=0)
+    bucketed = plan_epoch([n], 8, seed=0, epoch=0, bucket_lengths=[pair_lengths(ds, 4, 100)])
+    assert sorted(r for b in bucketed for r in b.rows) == list(range(n))  # same rows, only grouped
+    assert padded_tokens(bucketed) < 0.7 * padded_tokens(plain)
 
 
 def test_truncate_keeps_last_token():

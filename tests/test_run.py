@@ -42,6 +42,12 @@ def test_mix_trains_and_writes_everything(tmp_path, data, arch, mix):
     assert json.loads((run_dir / "config.json").read_text())["pooling_mode"] == ("mean" if "bi_mean" in mix else "eos")
     summary = json.loads((run_dir / "training_summary.json").read_text())
     assert summary["steps"] == steps and summary["best_validation"]["metric"] == "ndcg_at_10"
+    # Training time is reported net of validation and checkpoints (what a time budget counts).
+    assert summary["validation_time_s"] > 0 and summary["checkpoint_time_s"] > 0
+    assert summary["steps_time_s"] + summary["validation_time_s"] + summary["checkpoint_time_s"] <= \
+        summary["train_time_s"] + 1e-6
+    curve = [json.loads(line) for line in (run_dir / "validation_log.jsonl").read_text().splitlines()]
+    assert [v["step"] for v in curve] == [4, 8] and 0 < curve[0]["train_s"] < curve[1]["train_s"]
     assert 0 <= summary["best_validation"]["ndcg_at_10"] <= 1
     assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
     if "lora" in mix:
