@@ -8,6 +8,7 @@ checkpoints that are either complete or absent.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -162,13 +163,11 @@ class Trainer:
                 if self.step % cfg.log_interval == 0 or self.step == self.total_steps:
                     bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
                 if self.step % cfg.validation_steps == 0 or self.step == self.total_steps:
-                    t0 = time.time()
-                    self._validate()
-                    self.overhead_s["validation"] += time.time() - t0
+                    with self._not_training("validation"):
+                        self._validate()
                 if self.step % cfg.checkpointing_steps == 0 or self.step == self.total_steps:
-                    t0 = time.time()
-                    self._save()
-                    self.overhead_s["checkpoint"] += time.time() - t0
+                    with self._not_training("checkpoint"):
+                        self._save()
         finally:
             bar.close()  # before any error message, so the message is the last line
 
@@ -249,11 +248,19 @@ class Trainer:
             self.history.append(result)
         self.acc.wait_for_everyone()
 
+    @contextlib.contextmanager
+    def _not_training(self, what: str):
+        t0 = time.time()
+        try:
+            yield
+        finally:
+            self.overhead_s[what] += time.time() - t0
+
     def _train_seconds(self) -> float:
         """Wall seconds of this process's training loop so far, without validation and checkpoint time."""
         if not hasattr(self, "t_start"):
             return 0.0
-        return time.time() - self.t_start - sum(getattr(self, "overhead_s", {}).values())
+        return time.time() - self.t_start - sum(self.overhead_s.values())
 
     def _valid_loss(self, ds) -> float:
         model = self.acc.unwrap_model(self.towers).model
