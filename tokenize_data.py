@@ -20,7 +20,7 @@ Commands::
         --task_types 'amazon_reviews=classification,arxiv_titles=clustering' --num_proc 8
 
     # Mined hard negatives (python -m l2e.mine): keep the rows that still have 3 after the false-negative filter.
-    python tokenize_data.py --input_dir output/mined --output_dir data/tokenized/mined --model_path "$SMOL" \
+    python tokenize_data.py --input_dir output/mined/debian --output_dir data/tokenized/mined --model_path "$SMOL" \\
         --gguf_file SmolLM2-135M-Instruct.Q4_1.gguf --max_seq_length 256 --min_negatives 3
 
     # A quick look at a big folder: 1000 rows per dataset.
