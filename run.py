@@ -4,7 +4,8 @@
     accelerate launch --config_file configs/accelerate_config.yaml run.py --config configs/config.mrl_spread.bi_mean.json
     python run.py --config configs/cpu/smollm2.mrl_spread.bi_mean.json               # one CPU process
     accelerate launch --config_file configs/accelerate_cpu.yaml run.py --config configs/cpu/tiny.f2llm.json   # 2 CPU processes
-    python run.py --config configs/cpu/smollm2.f2llm.json --resume                   # continue from the latest step_*
+    python run.py --config configs/cpu/smollm2.f2llm.json --resume                   # continue from the newest complete step_*
+    python run.py --config configs/cpu/smollm2.f2llm.json --overwrite                # start that run over (deletes it)
     python run.py --config configs/x.json --set learning_rate=1e-4 --set mrl_dims=[64,128]
 
 Writes ``output_dir/experiment_id/``: ``config.json`` (resolved), ``training_log.jsonl`` (one line per step),
@@ -17,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from l2e.config import ConfigError, load_config
+from l2e.errors import run_main
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -26,30 +27,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key; VALUE is parsed as JSON when it can be (repeatable)")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CKPT",
-                   help="continue from a step_* checkpoint: 'latest' (default when given alone) or a path")
+                   help="continue from a step_* checkpoint: 'latest' (default when given alone: the newest "
+                   "complete one) or a path")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run in output_dir/experiment_id (refused otherwise)")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.set)  # every config problem, before any model loads
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    from l2e.data import DataError
-    from l2e.trainer import Trainer, TrainingError
+    return run_main(lambda: train(args))
 
-    trainer = Trainer(cfg, resume=args.resume)
-    try:
-        trainer.setup()
-        trainer.train()
-        summary = trainer.cleanup()
-    except (ConfigError, DataError, TrainingError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+
+def train(args: argparse.Namespace) -> int:
+    from l2e.config import load_config
+
+    cfg = load_config(args.config, args.set)  # every config problem, before any model loads
+    from l2e.trainer import Trainer
+
+    trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite)
+    trainer.setup()
+    trainer.train()
+    summary = trainer.cleanup()
     if summary:
-        print(f"done: {summary['steps']} steps in {summary['train_time_s']:.0f}s, model in {summary['final_dir']}")
+        what = "LoRA adapter" if summary["final_is_adapter"] else "model"
+        print(f"done: {summary['steps']} steps in {summary['train_time_s']:.0f}s, {what} in {summary['final_dir']}")
     return 0
 
 

@@ -78,13 +78,40 @@ def truncate(ids: Sequence[int], max_length: int) -> List[int]:
     return ids if len(ids) <= max_length else ids[: max_length - 1] + ids[-1:]
 
 
+def has_teacher_scores(ds) -> bool:
+    """Whether a dataset's rows carry teacher scores (``tokenize_data.py`` requires all rows or none)."""
+    if "teacher_scores" in getattr(ds, "meta", {}):
+        return bool(ds.meta["teacher_scores"])
+    return bool(ds.neg_scores) and all(len(s) for s in ds.neg_scores)
+
+
+@dataclass(frozen=True)
+class NegativeCounts:
+    """How a dataset's rows meet ``num_hard_neg`` (reported at setup and in ``training_summary.json``)."""
+
+    dataset: str
+    per_row: int  # negatives every row gets per step
+    rows: int
+    short_rows: int  # 0 < own negatives < per_row: their negatives are repeated
+    empty_rows: int  # no own negative: random passages of the dataset stand in
+
+    def message(self) -> Optional[str]:
+        if not self.short_rows and not self.empty_rows:
+            return None
+        return (f"dataset {self.dataset!r}: {self.short_rows + self.empty_rows} of {self.rows} rows have fewer than "
+                f"num_hard_neg={self.per_row} hard negatives ({self.empty_rows} have none); rows with some repeat "
+                "theirs (FlagEmbedding's rule), rows with none get random passages of the dataset")
+
+
 class BatchCollator:
     """Turns one rank's share of a planned batch into model inputs.
 
-    Hard negatives: ``num_hard_neg`` per row, sampled afresh each step from the row's negatives with a
-    generator seeded by (seed, epoch, batch) — reproducible and the same after a resume. A dataset whose
-    rows have fewer negatives uses as many as every row has (batches must be rectangular); classification
-    rows always use exactly one (F2LLM).
+    Hard negatives: every row gets exactly ``num_hard_neg`` per step (classification rows: 1, F2LLM), sampled
+    afresh each step from the row's own negatives with a generator seeded by (seed, epoch, batch) --
+    reproducible and the same after a resume. A row with fewer negatives repeats its own (FlagEmbedding's
+    ``train_group_size`` rule: ``random.sample(neg * ceil(k / len(neg)), k)``); a row with none gets random
+    passages of its dataset other than its positive (random negatives). A short row never shrinks the
+    others; :meth:`counts` says how many rows were topped up, and the trainer prints it.
     """
 
     def __init__(self, datasets, *, num_hard_neg: int, query_len: int, passage_len: int, pad_id: int,
@@ -92,23 +119,37 @@ class BatchCollator:
         self.datasets = datasets
         self.query_len, self.passage_len, self.pad_id = query_len, passage_len, pad_id
         self.seed, self.rank, self.world = seed, rank, world
-        self.num_neg = [self._negatives_for(ds, num_hard_neg) for ds in datasets]
+        self.num_neg = [1 if ds.task_type == "classification" else num_hard_neg for ds in datasets]
+        # Teacher scores exist only for a row's own negatives: a dataset with rows that have none cannot
+        # give every row a scored candidate list (the trainer refuses kd on it, naming the counts).
+        self.teacher = [has_teacher_scores(ds) and all(len(n) for n in ds.neg_ids) for ds in datasets]
 
-    @staticmethod
-    def _negatives_for(ds, num_hard_neg: int) -> int:
-        fewest = min((len(n) for n in ds.neg_ids), default=0)
-        wanted = 1 if ds.task_type == "classification" else num_hard_neg
-        return min(wanted, fewest)
+    def counts(self) -> List[NegativeCounts]:
+        out = []
+        for ds, k in zip(self.datasets, self.num_neg):
+            own = np.fromiter((len(n) for n in ds.neg_ids), dtype=np.int64, count=len(ds))
+            out.append(NegativeCounts(ds.name, k, len(ds), int(((own > 0) & (own < k)).sum()) if k else 0,
+                                      int((own == 0).sum()) if k else 0))
+        return out
+
+    def _pick(self, ds, row: int, k: int, rng: np.random.Generator) -> List[int]:
+        """Positions in ``ds.neg_ids[row]`` (>= 0) or, for a row without negatives, -1 - passage id."""
+        own = len(ds.neg_ids[row])
+        if own:
+            order = rng.permutation(own)
+            return [int(order[i % own]) for i in range(k)]  # all own negatives once, then again (top-up)
+        draw = rng.integers(0, len(ds.passages) - 1, size=k)  # a passage id other than the positive
+        return [-1 - int(d + (d >= ds.pos_id[row])) for d in draw]
 
     def __call__(self, batch: PlannedBatch, epoch: int, index: int) -> dict:
         ds = self.datasets[batch.dataset]
         local = len(batch.rows) // self.world
-        rows = batch.rows[self.rank * local:(self.rank + 1) * local]
+        mine = slice(self.rank * local, (self.rank + 1) * local)
+        rows = batch.rows[mine]
         k = self.num_neg[batch.dataset]
         rng = np.random.default_rng([self.seed, epoch, index, 7])
         # Every rank draws for the whole global batch, so its draws do not depend on the process count.
-        picks = [rng.permutation(len(ds.neg_ids[r]))[:k] for r in batch.rows][self.rank * local:(self.rank + 1) * local]
-        neg_ids = [[ds.neg_ids[r][j] for j in pick] for r, pick in zip(rows, picks)]
+        picks = [self._pick(ds, r, k, rng) for r in batch.rows][mine] if k else []
         out = {
             "dataset": batch.dataset,
             "query": pad_batch([truncate(ds.query_ids[r], self.query_len) for r in rows], self.pad_id,
@@ -117,10 +158,11 @@ class BatchCollator:
             "pos_keys": torch.tensor([ds.pos_id[r] for r in rows], dtype=torch.long),
         }
         if k:
+            neg_ids = [[ds.neg_ids[r][j] if j >= 0 else -1 - j for j in pick] for r, pick in zip(rows, picks)]
             flat = [p for row in neg_ids for p in row]
             out["negative"] = pad_batch([truncate(ds.passages[p], self.passage_len) for p in flat], self.pad_id)
             out["neg_keys"] = torch.tensor(neg_ids, dtype=torch.long)
-            if ds.neg_scores and all(len(ds.neg_scores[r]) for r in rows):
+            if self.teacher[batch.dataset]:
                 out["pos_scores"] = torch.tensor([ds.pos_score[r] for r in rows], dtype=torch.float32)
                 out["neg_scores"] = torch.tensor([[ds.neg_scores[r][j] for j in pick] for r, pick in zip(rows, picks)],
                                                  dtype=torch.float32)

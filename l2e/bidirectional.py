@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict
 
+from l2e.errors import ModelError
 from l2e.registry import make_register
 
 BIDIRECTIONAL: Dict[str, Callable] = {}
@@ -39,7 +40,7 @@ def set_bidirectional(model, enabled: bool) -> None:
     setter = BIDIRECTIONAL.get(model_type)
     if setter is None:
         if enabled:
-            raise ValueError(
+            raise ModelError(
                 f"bi_attn_enabled=true is not supported for model_type {model_type!r}; "
                 f"supported: {', '.join(sorted(BIDIRECTIONAL))}. Set bi_attn_enabled=false."
             )

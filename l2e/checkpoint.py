@@ -1,77 +1,206 @@
-"""Checkpoint folders that are either complete or absent.
+"""Run folders and checkpoints: one run per folder at a time, checkpoints that are complete or ignored.
 
-A checkpoint is written into ``step_N.tmp`` and renamed to ``step_N`` only after every file is on disk, so
-a crash (or ``kill -9``) mid-save leaves the previous checkpoints untouched and at worst a ``.tmp`` folder
-that ``latest_checkpoint`` ignores and the next save replaces. ``trainer_state.json`` is the last file
-written; a folder without it is not a checkpoint.
+- A checkpoint is written into ``step_N.tmp`` and swapped in with :func:`l2e.atomic.replace_dir` only after
+  every file is on disk; ``trainer_state.json`` is written last and lists every file with its size (the
+  manifest). A crash (or ``kill -9``) mid-save leaves the previous checkpoints untouched.
+- :func:`damage` re-checks a checkpoint against its manifest (missing or truncated files, a state file
+  that does not parse, RNG states that do not load as plain data); ``--resume`` falls back from a damaged
+  newest checkpoint to the newest complete one and says so, *before* anything in the run folder is
+  rewritten.
+- Nothing in a checkpoint is unpickled as code: weights are safetensors, the optimizer and RNG states are
+  read with ``torch.load(weights_only=True)`` (accelerate's default), and the LR schedule's state lives in
+  ``trainer_state.json`` (accelerate would unpickle a registered scheduler with ``weights_only=False``).
+- :class:`RunLock` keeps a second run out of a folder in use; :func:`check_fresh_run` refuses to start a new
+  run over an existing one without ``--resume`` or ``--overwrite``.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
+
+from l2e.atomic import replace_dir
+from l2e.errors import L2EError
 
 STATE_FILE = "trainer_state.json"
+LOCK_FILE = ".lock"
 _STEP = re.compile(r"^step_(\d+)$")
+# What a run folder holds besides checkpoints; any of these means a run was started there.
+RUN_FILES = ("config.json", "training_log.jsonl", "validation_log.jsonl", "training_summary.json", "final",
+             "final_adapter")
 
 
-def list_checkpoints(run_dir: str) -> List[str]:
-    """Complete ``step_*`` checkpoints of a run, oldest first."""
-    if not os.path.isdir(run_dir):
-        return []
-    found = []
-    for name in os.listdir(run_dir):
-        m = _STEP.match(name)
-        if m and os.path.isfile(os.path.join(run_dir, name, STATE_FILE)):
-            found.append((int(m.group(1)), os.path.join(run_dir, name)))
-    return [path for _, path in sorted(found)]
+class CheckpointError(L2EError):
+    """A run folder or checkpoint that cannot be used as asked (in use, damaged, not a checkpoint)."""
 
 
-def latest_checkpoint(run_dir: str) -> Optional[str]:
-    found = list_checkpoints(run_dir)
-    return found[-1] if found else None
+# --- writing ----------------------------------------------------------------------------------------------
 
 
-def resolve_resume(run_dir: str, resume: str) -> str:
-    """``--resume`` value → checkpoint folder (``latest`` or a path), with a one-line error otherwise."""
-    path = latest_checkpoint(run_dir) if resume == "latest" else resume
-    if path is None:
-        raise FileNotFoundError(f"--resume latest: no complete checkpoint (step_*/{STATE_FILE}) in {run_dir}")
-    if not os.path.isfile(os.path.join(path, STATE_FILE)):
-        raise FileNotFoundError(f"--resume {path}: not a complete checkpoint (no {STATE_FILE})")
-    return path
+def manifest(folder: str) -> Dict[str, int]:
+    """``{relative path: size in bytes}`` of every file under ``folder``."""
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            out[os.path.relpath(path, folder)] = os.path.getsize(path)
+    return dict(sorted(out.items()))
 
 
 def begin(final_path: str) -> str:
     """Fresh temporary folder for a checkpoint that will become ``final_path``."""
-    tmp = final_path + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    return tmp
+    from l2e.atomic import begin_dir
+
+    return begin_dir(final_path)
 
 
 def commit(tmp: str, final_path: str, state: dict) -> None:
-    """Write the state file last, then move the folder into place (rename is atomic on one filesystem)."""
+    """Write the state file (with the manifest) last, then swap the folder into place."""
+    state = {**state, "files": manifest(tmp)}
     with open(os.path.join(tmp, STATE_FILE), "w") as f:
         json.dump(state, f, indent=2)
         f.flush()
         os.fsync(f.fileno())
-    if os.path.exists(final_path):
-        # Same step saved twice (e.g. the final step is also a checkpointing step): replace it.
-        old = final_path + ".old"
-        shutil.rmtree(old, ignore_errors=True)
-        os.rename(final_path, old)
-        os.rename(tmp, final_path)
-        shutil.rmtree(old)
-    else:
-        os.rename(tmp, final_path)
+    replace_dir(tmp, final_path)
 
 
 def prune(run_dir: str, keep_last_n: int) -> None:
-    """Delete all but the newest ``keep_last_n`` checkpoints (0 keeps all)."""
+    """Delete all but the newest ``keep_last_n`` complete checkpoints (0 keeps all)."""
     if keep_last_n <= 0:
         return
-    for path in list_checkpoints(run_dir)[:-keep_last_n]:
+    complete = [p for p in list_checkpoints(run_dir) if damage(p) is None]
+    for path in complete[:-keep_last_n]:
         shutil.rmtree(path)
+
+
+# --- reading ----------------------------------------------------------------------------------------------
+
+
+def list_checkpoints(run_dir: str) -> List[str]:
+    """Every ``step_*`` folder of a run (complete or not), oldest first."""
+    if not os.path.isdir(run_dir):
+        return []
+    found = [(int(m.group(1)), os.path.join(run_dir, name)) for name in os.listdir(run_dir)
+             if (m := _STEP.match(name)) and os.path.isdir(os.path.join(run_dir, name))]
+    return [path for _, path in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str) -> Optional[str]:
+    """The newest complete checkpoint, or None."""
+    for path in reversed(list_checkpoints(run_dir)):
+        if damage(path) is None:
+            return path
+    return None
+
+
+def read_state(path: str) -> dict:
+    with open(os.path.join(path, STATE_FILE)) as f:
+        return json.load(f)
+
+
+def damage(path: str) -> Optional[str]:
+    """Why ``path`` is not a usable checkpoint, or None when it is complete."""
+    if not os.path.isfile(os.path.join(path, STATE_FILE)):
+        return f"no {STATE_FILE} (the save did not finish)"
+    try:
+        state = read_state(path)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return f"{STATE_FILE} is not valid JSON (truncated?)"
+    if not isinstance(state, dict) or "step" not in state:
+        return f"{STATE_FILE} has no step"
+    for rel, size in state.get("files", {}).items():
+        full = os.path.join(path, rel)
+        if not os.path.isfile(full):
+            return f"{rel} is missing"
+        if os.path.getsize(full) != size:
+            return f"{rel} has {os.path.getsize(full)} bytes, the checkpoint wrote {size}"
+    return _rng_damage(path)
+
+
+def _rng_damage(path: str) -> Optional[str]:
+    """accelerate swallows an RNG state that fails to load (and resumes with other dropout masks): check
+    first, loading as plain data only."""
+    from accelerate.utils import load
+
+    state_dir = os.path.join(path, "state")
+    if not os.path.isdir(state_dir):
+        return None
+    for name in sorted(os.listdir(state_dir)):
+        if name.startswith("random_states_") and name.endswith(".pkl"):
+            try:
+                load(os.path.join(state_dir, name), weights_only=True)
+            except Exception as e:  # noqa: BLE001 -- any failure means the file is not what we wrote
+                return f"state/{name} does not load as plain data ({type(e).__name__})"
+    return None
+
+
+def resolve_resume(run_dir: str, resume: str) -> Tuple[str, List[str]]:
+    """``--resume`` value → (checkpoint folder, notes on damaged newer checkpoints that were skipped)."""
+    if resume != "latest":
+        why = damage(resume) if os.path.isdir(resume) else "not a folder"
+        if why:
+            raise CheckpointError(f"--resume {resume}: not a usable checkpoint: {why}")
+        return resume, []
+    skipped = []
+    for path in reversed(list_checkpoints(run_dir)):
+        why = damage(path)
+        if why is None:
+            return path, skipped
+        skipped.append(f"{os.path.basename(path)} is damaged ({why})")
+    detail = f" ({'; '.join(skipped)})" if skipped else ""
+    raise CheckpointError(f"--resume latest: no complete checkpoint (step_*/{STATE_FILE}) in {run_dir}{detail}")
+
+
+# --- the run folder ---------------------------------------------------------------------------------------
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``run_dir/.lock`` for the life of the process (released by the kernel when
+    the process ends, however it ends), so two runs never write one folder."""
+
+    def __init__(self, run_dir: str):
+        os.makedirs(run_dir, exist_ok=True)
+        self.path = os.path.join(run_dir, LOCK_FILE)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            raise CheckpointError(f"{run_dir} is in use by another run (pid {holder}); wait for it to finish, "
+                                  "or choose another experiment_id") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def existing_run(run_dir: str) -> List[str]:
+    """What of an earlier run ``run_dir`` holds (empty list: nothing)."""
+    if not os.path.isdir(run_dir):
+        return []
+    names = [os.path.basename(p) for p in list_checkpoints(run_dir)]
+    return names + [n for n in RUN_FILES if os.path.exists(os.path.join(run_dir, n))]
+
+
+def check_fresh_run(run_dir: str, overwrite: bool) -> None:
+    """A new run (no ``--resume``) must not mix with an earlier one in the same folder."""
+    found = existing_run(run_dir)
+    if not found:
+        return
+    if not overwrite:
+        raise CheckpointError(
+            f"{run_dir} already holds a run ({', '.join(found[:6])}); continue it with --resume, choose another "
+            "experiment_id, or pass --overwrite to replace it")
+    for name in os.listdir(run_dir):
+        if name == LOCK_FILE:
+            continue
+        path = os.path.join(run_dir, name)
+        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)

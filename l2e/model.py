@@ -8,7 +8,6 @@ the LoRA adapter), the tokenizer and ``l2e_model.json`` with the settings infere
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import tempfile
@@ -21,34 +20,35 @@ from transformers import AutoModel, AutoTokenizer
 from l2e.bidirectional import is_bidirectional, set_bidirectional
 from l2e.pooling import get_pooling
 
-SETTINGS_FILE = "l2e_model.json"
-# Settings that travel with a checkpoint (besides pooling_mode / bi_attn_enabled / skip_instruction / is_adapter,
-# which the model itself knows).
-CARRIED = ("instruction_separator", "query_instruction", "query_max_length", "passage_max_length",
-           "base_model_path", "gguf_file")
-LOAD_OVERRIDES = ("pooling_mode", "bi_attn_enabled", "skip_instruction", "torch_dtype",
-                  "attn_implementation") + CARRIED[:4]
+from l2e.errors import ModelError, one_line
+from l2e.settings import SETTINGS_FILE, ModelSettings  # noqa: F401  (SETTINGS_FILE: re-exported)
 
 
-class ModelNotAvailableError(OSError):
+class ModelNotAvailableError(ModelError):
     """``model_path`` is neither a local folder/file nor a cached hub id that may be used offline."""
 
 
 class EmbeddingModel(nn.Module):
     """Backbone (plain or peft-wrapped) + pooling: ``forward`` returns un-normalised (batch, hidden) float32.
 
-    ``pool_mask`` is used only when ``skip_instruction`` is on, so callers can always pass it.
-    ``settings`` holds the ``CARRIED`` values written next to the weights by ``save``.
+    ``settings`` (:class:`l2e.settings.ModelSettings`) is what inference must reproduce; ``save`` writes it
+    next to the weights. ``pool_mask`` is used only when ``skip_instruction`` is on, so callers can always
+    pass it.
     """
 
-    def __init__(self, backbone: nn.Module, pooling_mode: str = "eos", skip_instruction: bool = False,
-                 settings: Optional[Dict[str, Any]] = None):
+    def __init__(self, backbone: nn.Module, settings: ModelSettings):
         super().__init__()
-        get_pooling(pooling_mode)  # fail now, with the valid names, not at the first batch
+        get_pooling(settings.pooling_mode)  # fail now, with the valid names, not at the first batch
         self.backbone = backbone
-        self.pooling_mode = pooling_mode
-        self.skip_instruction = skip_instruction
-        self.settings = {k: (settings or {}).get(k, v) for k, v in _carried_defaults().items()}
+        self.settings = settings
+
+    @property
+    def pooling_mode(self) -> str:
+        return self.settings.pooling_mode
+
+    @property
+    def skip_instruction(self) -> bool:
+        return self.settings.skip_instruction
 
     @property
     def hidden_size(self) -> int:
@@ -67,25 +67,17 @@ class EmbeddingModel(nn.Module):
         pool = get_pooling(self.pooling_mode)
         return pool(out.last_hidden_state, attention_mask, pool_mask if self.skip_instruction else None)
 
-    def describe(self) -> Dict[str, Any]:
-        """The ``l2e_model.json`` content."""
-        return {"pooling_mode": self.pooling_mode, "bi_attn_enabled": is_bidirectional(self.backbone),
-                "skip_instruction": self.skip_instruction, "is_adapter": self.is_adapter, **self.settings}
+    def current_settings(self) -> ModelSettings:
+        """``settings`` with what the backbone is now (adapter or merged, causal or not)."""
+        return self.settings.replace(is_adapter=self.is_adapter, bi_attn_enabled=is_bidirectional(self.backbone))
 
-    def save(self, out_dir: str, tokenizer=None, extra: Optional[Dict[str, Any]] = None) -> None:
+    def save(self, out_dir: str, tokenizer=None) -> None:
         """Write the backbone (the adapter only under LoRA), the tokenizer and ``l2e_model.json``."""
         os.makedirs(out_dir, exist_ok=True)
         self.backbone.save_pretrained(out_dir)
         if tokenizer is not None:
             tokenizer.save_pretrained(out_dir)
-        with open(os.path.join(out_dir, SETTINGS_FILE), "w") as f:
-            json.dump({**self.describe(), **(extra or {})}, f, indent=2)
-            f.write("\n")
-
-
-def _carried_defaults() -> Dict[str, Any]:
-    return {"instruction_separator": "Query:", "query_instruction": "", "query_max_length": 0,
-            "passage_max_length": 0, "base_model_path": "", "gguf_file": ""}
+        self.current_settings().save(out_dir)
 
 
 def _is_peft(module: nn.Module) -> bool:
@@ -136,7 +128,7 @@ def _not_available(folder: str, err: Exception) -> ModelNotAvailableError:
 
 def check_attn_implementation(name: str) -> None:
     if name == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
-        raise ImportError(
+        raise ModelError(
             "attn_implementation='flash_attention_2' needs the flash-attn package (CUDA only: "
             "pip install flash-attn); it is not installed. Use attn_implementation='sdpa'."
         )
@@ -145,12 +137,12 @@ def check_attn_implementation(name: str) -> None:
 def _quantization_kwargs(quantization: str, dtype: torch.dtype) -> Dict[str, Any]:
     """bitsandbytes settings for QLoRA (Dettmers 2023: NF4, double quantization, bf16 compute)."""
     if not torch.cuda.is_available():
-        raise RuntimeError(
+        raise ModelError(
             f"quantization={quantization!r} (QLoRA) needs a CUDA GPU for bitsandbytes and this machine has none; "
             "set quantization='none' to train LoRA on full-precision weights."
         )
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise ImportError(f"quantization={quantization!r} needs bitsandbytes: pip install bitsandbytes")
+        raise ModelError(f"quantization={quantization!r} needs bitsandbytes: pip install bitsandbytes")
     from transformers import BitsAndBytesConfig
 
     if quantization == "4bit":
@@ -185,21 +177,29 @@ def load_backbone(model_path: str, gguf_file: str = "", torch_dtype: str = "auto
         kwargs.update(_quantization_kwargs(quantization, dtype))
     try:
         model = AutoModel.from_pretrained(folder, **kwargs)
-    except (OSError, ValueError) as e:  # hub ids that cannot be resolved raise either
-        if os.path.exists(folder):
-            raise
-        raise _not_available(folder, e) from e
+    except Exception as e:  # noqa: BLE001 -- whatever a damaged or foreign file raises, the user gets one line
+        raise _load_error(folder, gguf, "model", e) from e
     if gguf:
         drop_gguf_quantizer(model)
     model.config.use_cache = False  # embeddings never generate; a KV cache only costs memory
     return model
 
 
+def _load_error(folder: str, gguf: Optional[str], what: str, err: Exception) -> ModelError:
+    """One line for a model or tokenizer that cannot be loaded: missing (hub id offline) or damaged."""
+    if not os.path.exists(folder):
+        return _not_available(folder, err)
+    where = os.path.join(folder, gguf) if gguf else folder
+    hint = ("is it a GGUF file (llama.cpp format)?" if gguf else
+            "a model folder holds config.json and *.safetensors (complete, not truncated)")
+    return ModelError(f"{where}: cannot load the {what} ({type(err).__name__}: {one_line(str(err))[:300]}); {hint}")
+
+
 def ensure_pad_token(tokenizer) -> None:
     """Decoders often ship without a pad token: pad with EOS (positions come from the mask, never from ids)."""
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has neither a pad nor an eos token; set one")
+            raise ModelError(f"tokenizer {tokenizer.name_or_path!r} has neither a pad nor an eos token; set one")
         tokenizer.pad_token = tokenizer.eos_token
     # l2e.tokens.pad_batch pads on the right; keep tokenizer(...) padding consistent with it. Pooling and
     # position ids work for either side.
@@ -210,12 +210,21 @@ def load_tokenizer(model_path: str, gguf_file: str = "", cache_dir: str = ""):
     folder, gguf = split_gguf(model_path, gguf_file)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, **_source_kwargs(folder, gguf, cache_dir))
-    except (OSError, ValueError) as e:
-        if os.path.exists(folder):
-            raise
-        raise _not_available(folder, e) from e
+    except Exception as e:  # noqa: BLE001 -- as in load_backbone
+        raise _load_error(folder, gguf, "tokenizer", e) from e
+    check_tokenizer(tokenizer, os.path.join(folder, gguf) if gguf else folder)
     ensure_pad_token(tokenizer)
     return tokenizer
+
+
+def check_tokenizer(tokenizer, where: str) -> None:
+    """A folder without tokenizer files can still give a tokenizer object that maps every text to ``[]`` (or
+    to one unknown id); training on that would silently learn nothing. Refuse it."""
+    probe = "The quick brown fox jumps over the lazy dog"
+    ids = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    if len(set(ids)) < 3:
+        raise ModelError(f"{where}: the tokenizer encodes text to {ids!r}; the folder lacks working tokenizer "
+                         "files (tokenizer.json, or vocab and merges)")
 
 
 # --- LoRA / QLoRA -----------------------------------------------------------------------------------------
@@ -236,7 +245,11 @@ def apply_lora(backbone: nn.Module, cfg) -> nn.Module:
     from peft import LoraConfig, PeftModel, get_peft_model
 
     if cfg.lora_adapter_path:
-        return PeftModel.from_pretrained(backbone, cfg.lora_adapter_path, is_trainable=True)
+        try:
+            return PeftModel.from_pretrained(backbone, cfg.lora_adapter_path, is_trainable=True)
+        except Exception as e:  # noqa: BLE001 -- a foreign or damaged adapter folder
+            raise ModelError(f"lora_adapter_path={cfg.lora_adapter_path!r}: cannot load a LoRA adapter "
+                             f"({type(e).__name__}: {one_line(str(e))[:300]})") from e
     lora = LoraConfig(task_type=cfg.lora_task_type, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                       lora_dropout=cfg.lora_dropout, bias=cfg.lora_bias, target_modules=list(cfg.lora_target_modules))
     try:
@@ -245,16 +258,16 @@ def apply_lora(backbone: nn.Module, cfg) -> nn.Module:
         raise _lora_error(e, cfg, backbone) from None
 
 
-def _lora_error(err: ValueError, cfg, backbone: nn.Module) -> ValueError:
+def _lora_error(err: ValueError, cfg, backbone: nn.Module) -> Exception:
     """peft's errors restated in config terms (what to change in the JSON)."""
     targets, model_type = list(cfg.lora_target_modules), backbone.config.model_type
     if "not found in the base model" in str(err):
-        return ValueError(f"lora_target_modules={targets} match no layer of this {model_type} model; "
+        return ModelError(f"lora_target_modules={targets} match no layer of this {model_type} model; "
                           f"its linear layers are: {', '.join(_linear_names(backbone))}")
     if "lora_dropout != 0" in str(err):
         # transformers 5 fuses MoE experts (DeepSeek-V3, Qwen3-MoE) into 3-D parameters; peft maps
         # gate_proj/up_proj/down_proj onto them with a wrapper that cannot apply dropout.
-        return ValueError(f"lora_dropout={cfg.lora_dropout} cannot be used on the fused MoE experts of this "
+        return ModelError(f"lora_dropout={cfg.lora_dropout} cannot be used on the fused MoE experts of this "
                           f"{model_type} model (targeted through gate_proj/up_proj/down_proj); set lora_dropout=0, "
                           "or drop those names from lora_target_modules to adapt attention only")
     return err
@@ -269,7 +282,7 @@ def source_settings(model_path: str, gguf_file: str = "") -> Dict[str, str]:
 def build_model(cfg) -> Tuple[EmbeddingModel, Any]:
     """(EmbeddingModel, tokenizer) from a validated ``Config``: load, bidirectional, checkpointing, LoRA."""
     if cfg.lora_adapter_path and not cfg.lora_enabled:
-        raise ValueError("lora_adapter_path is set but lora_enabled=false; set lora_enabled=true to continue "
+        raise ModelError("lora_adapter_path is set but lora_enabled=false; set lora_enabled=true to continue "
                          "training that adapter")
     backbone = load_backbone(cfg.model_path, cfg.gguf_file, cfg.torch_dtype, cfg.attn_implementation,
                              cfg.quantization, cfg.cache_dir)
@@ -283,12 +296,7 @@ def build_model(cfg) -> Tuple[EmbeddingModel, Any]:
         enable_gradient_checkpointing(backbone)
     if cfg.lora_enabled:
         backbone = apply_lora(backbone, cfg)
-    settings = {
-        "instruction_separator": cfg.instruction_separator, "query_instruction": cfg.query_instruction,
-        "query_max_length": cfg.query_len, "passage_max_length": cfg.passage_len,
-        **source_settings(cfg.model_path, cfg.gguf_file),
-    }
-    return EmbeddingModel(backbone, cfg.pooling_mode, cfg.skip_instruction, settings), tokenizer
+    return EmbeddingModel(backbone, ModelSettings.from_config(cfg)), tokenizer
 
 
 def _is_kbit(backbone: nn.Module) -> bool:
@@ -296,18 +304,18 @@ def _is_kbit(backbone: nn.Module) -> bool:
     return bool(getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False))
 
 
-def merge_and_save(model: EmbeddingModel, out_dir: str, tokenizer=None, extra: Optional[Dict[str, Any]] = None):
+def merge_and_save(model: EmbeddingModel, out_dir: str, tokenizer=None):
     """Fold the LoRA adapter into the base weights and save a plain full model (same embeddings).
 
     An export step: afterwards ``model.backbone`` is the merged plain model. Under QLoRA the 4/8-bit base
     cannot hold the merged weights, so the base is reloaded in ``torch_dtype=auto`` and the adapter applied.
     """
     if not model.is_adapter:
-        raise ValueError("merge_and_save needs a LoRA model (lora_enabled=true); this model has no adapter")
+        raise ModelError("merge_and_save needs a LoRA model (lora_enabled=true); this model has no adapter")
     if _is_kbit(model.backbone):
         model.backbone = _reload_unquantized(model)
     model.backbone = model.backbone.merge_and_unload()
-    model.save(out_dir, tokenizer, extra)
+    model.save(out_dir, tokenizer)
     return model
 
 
@@ -317,43 +325,30 @@ def _reload_unquantized(model: EmbeddingModel) -> nn.Module:
     tmp = tempfile.mkdtemp(prefix="l2e_adapter_")
     try:
         model.backbone.save_pretrained(tmp)
-        base = load_backbone(model.settings["base_model_path"], model.settings["gguf_file"])
+        base = load_backbone(model.settings.base_model_path, model.settings.gguf_file)
         set_bidirectional(base, is_bidirectional(model.backbone))
         return PeftModel.from_pretrained(base, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def read_settings(ckpt_dir: str) -> Dict[str, Any]:
-    path = os.path.join(ckpt_dir, SETTINGS_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{ckpt_dir!r} has no {SETTINGS_FILE}, so it is not an l2e checkpoint; for a plain Hugging Face, "
-            "sentence-transformers or GGUF model use Embedder.from_pretrained"
-        )
-    with open(path) as f:
-        return json.load(f)
+def load_embedding_model(ckpt_dir: str, torch_dtype: str = "auto", attn_implementation: str = "sdpa",
+                         **overrides) -> Tuple[EmbeddingModel, Any]:
+    """Read back a folder written by ``EmbeddingModel.save``: (model in eval mode, tokenizer).
 
-
-def load_embedding_model(ckpt_dir: str, **overrides) -> Tuple[EmbeddingModel, Any, Dict[str, Any]]:
-    """Read back a folder written by ``EmbeddingModel.save``: (model in eval mode, tokenizer, settings).
-
-    ``overrides`` replace saved settings (``LOAD_OVERRIDES``), e.g. ``pooling_mode="mean"`` or
-    ``torch_dtype="bfloat16"``.
+    ``overrides`` replace saved :class:`ModelSettings` values, e.g. ``pooling_mode="mean"``.
     """
-    bad = sorted(set(overrides) - set(LOAD_OVERRIDES))
-    if bad:
-        raise ValueError(f"cannot override {bad} when loading a checkpoint; valid: {', '.join(LOAD_OVERRIDES)}")
-    settings = {"torch_dtype": "auto", "attn_implementation": "sdpa", **read_settings(ckpt_dir), **overrides}
-    dtype, attn = settings["torch_dtype"], settings["attn_implementation"]
-    if settings.get("is_adapter"):
+    settings = ModelSettings.load(ckpt_dir).replace(**overrides)
+    if settings.is_adapter:
         from peft import PeftModel
 
-        base = load_backbone(settings["base_model_path"], settings.get("gguf_file", ""), dtype, attn)
-        set_bidirectional(base, settings["bi_attn_enabled"])
-        backbone = PeftModel.from_pretrained(base, ckpt_dir)
+        base = load_backbone(settings.base_model_path, settings.gguf_file, torch_dtype, attn_implementation)
+        set_bidirectional(base, settings.bi_attn_enabled)
+        try:
+            backbone = PeftModel.from_pretrained(base, ckpt_dir)
+        except Exception as e:  # noqa: BLE001 -- a damaged adapter file
+            raise _load_error(ckpt_dir, None, "LoRA adapter", e) from e
     else:
-        backbone = load_backbone(ckpt_dir, "", dtype, attn)
-        set_bidirectional(backbone, settings["bi_attn_enabled"])
-    model = EmbeddingModel(backbone, settings["pooling_mode"], settings["skip_instruction"], settings)
-    return model.eval(), load_tokenizer(ckpt_dir), settings
+        backbone = load_backbone(ckpt_dir, "", torch_dtype, attn_implementation)
+        set_bidirectional(backbone, settings.bi_attn_enabled)
+    return EmbeddingModel(backbone, settings).eval(), load_tokenizer(ckpt_dir)

@@ -26,6 +26,7 @@ from mteb.models.abs_encoder import AbsEncoder
 from mteb.models.model_meta import ModelMeta, ScoringFunction
 from mteb.types import PromptType
 
+from l2e.errors import L2EError
 from l2e.data import read_beir
 
 METRICS = ("ndcg_at_10", "mrr_at_10", "recall_at_10", "recall_at_100", "map_at_10")
@@ -34,7 +35,7 @@ TABLE_COLUMNS = (("nDCG@10", "ndcg_at_10"), ("MRR@10", "mrr_at_10"), ("Recall@10
 SPLIT = "test"  # local folders hold one split; MTEB needs a name for it
 
 
-class EvalError(ValueError):
+class EvalError(L2EError, ValueError):
     """A user-facing problem, printed as one line by ``evaluate_mteb.py``."""
 
 
@@ -47,6 +48,12 @@ def load_beir(folder: str) -> Tuple[Dict[str, str], Dict[str, str], Dict[str, Di
         raise EvalError(f"{folder}/corpus.jsonl has no documents")
     if not sample_query_ids(qrels, queries, 0):
         raise EvalError(f"{folder}: no query of queries.jsonl has a qrel with score > 0 in qrels.tsv")
+    judged = [(q, d) for q, docs in qrels.items() for d, score in docs.items() if score > 0]
+    unknown = sorted({d for _, d in judged if d not in corpus})
+    if unknown:
+        # A relevant document missing from the corpus can never be retrieved: the score would be silently low.
+        raise EvalError(f"{folder}/qrels.tsv: {len(unknown)} relevant document id(s) are not in corpus.jsonl "
+                        f"(e.g. {', '.join(map(repr, unknown[:3]))}); fix the ids or add the documents")
     return corpus, queries, qrels
 
 

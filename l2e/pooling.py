@@ -13,7 +13,7 @@ token always lies after the instruction, and ``cls`` is by definition the first 
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Optional
 
 import torch
 
@@ -78,32 +78,14 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pool_mask=None
 
 @register("weighted_mean")
 def weighted_mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pool_mask=None) -> torch.Tensor:
-    """SGPT position-weighted mean (Muennighoff 2022): the i-th pooled token weighs i, i = 1..n.
+    """SGPT position-weighted mean (Muennighoff 2022, arXiv 2202.08904, eq. 1): token i weighs its position i.
 
-    Later tokens of a causal model have seen more of the text, so they count more. Weights restart at 1 on
-    the first pooled token (after the instruction when ``pool_mask`` is given, after left padding).
+    Later tokens of a causal model have seen more of the text, so they count more. SGPT defines the weight as
+    the token's position in the input (1 = first real token, so left padding does not shift it). Skipping
+    the instruction removes its tokens from the sum but does not renumber the rest -- the definition
+    sentence-transformers' ``Pooling(weightedmean, include_prompt=False)`` implements, so exports agree.
     """
-    keep = _pooled_tokens(attention_mask, pool_mask).long()  # (batch, seq)
-    weights = keep.cumsum(dim=1) * keep  # (batch, seq): 0 .. 0 1 2 .. n 0 ..
+    real = attention_mask.long()  # (batch, seq)
+    positions = real.cumsum(dim=1)  # (batch, seq): 1..L over real tokens, whatever the padding side
+    weights = positions * _pooled_tokens(attention_mask, pool_mask).long()  # 0 on instruction and padding
     return _weighted_sum(hidden, weights)  # (batch, hidden)
-
-
-def instruction_len_from_separator(tokenizer, ids: Sequence[int], separator: str) -> int:
-    """Number of leading tokens of ``ids`` up to and including the end of ``separator`` (0 if absent).
-
-    For texts whose instruction length was not recorded at tokenization (e.g. ``Instruct: …\\nQuery: text``
-    stored as one string). Searching in text space, not token space, because BPE merges the separator with
-    its neighbours differently in context than alone. The smallest prefix whose decoded text contains the
-    separator is found by bisection (containment only grows with the prefix).
-    """
-    ids: List[int] = list(ids)
-    if not separator or separator not in tokenizer.decode(ids):
-        return 0
-    lo, hi = 1, len(ids)  # invariant: decode(ids[:hi]) contains the separator
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if separator in tokenizer.decode(ids[:mid]):
-            hi = mid
-        else:
-            lo = mid + 1
-    return hi

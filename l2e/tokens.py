@@ -2,15 +2,25 @@
 
 Why one function: an embedding model is only as good as the agreement between how it was trained and how
 it is queried. Decoder LLMs pool the EOS token (F2LLM, Qwen3-Embedding), so EOS is appended *after*
-truncation and always survives it. An instruction prefix (``Instruct: …\\nQuery: ``) is tokenized together
+truncation and always survives it. An instruction prefix (``Instruct: …\\nQuery:``) is tokenized together
 with the text, as sentence-transformers prompts are, and its length recorded so skip-instruction pooling
 can exclude it. Encoder models (BERT/MiniLM) instead get their own special tokens ([CLS] … [SEP]).
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+import hashlib
+import json
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A short hash of what decides the ids: the vocabulary and the special tokens l2e adds. Written with the
+    tokenized data and compared with the model's tokenizer before training (same text, same ids)."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: (kv[1], kv[0]))
+    special = [tokenizer.eos_token_id, getattr(tokenizer, "cls_token_id", None), getattr(tokenizer, "sep_token_id", None)]
+    return hashlib.sha256(json.dumps([vocab, special], ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
 
 
 def is_decoder_tokenizer(tokenizer) -> bool:
@@ -28,10 +38,16 @@ def encode_texts(
 
     Returns ``(ids, instruction_lens)``; ``instruction_lens[i]`` leading tokens of ``ids[i]`` belong to the
     instruction (0 when there is none). The instruction and text are tokenized *together*, as
-    sentence-transformers does with prompts, so an exported model gives the same ids; the instruction
-    length is the common prefix with the instruction tokenized alone (a trailing space, as in ``Query: ``,
-    merges into the first word and then counts as text). Decoder tokenizers: no special tokens from the
-    tokenizer, EOS appended last and kept after truncation. Encoder tokenizers: ``[CLS] … [SEP]``.
+    sentence-transformers does with prompts, so an exported model gives the same ids. The instruction
+    length is the length of the instruction tokenized *alone* -- sentence-transformers' definition
+    (``Transformer._get_prompt_length``), which its Pooling module, and every engine that serves the export,
+    applies as one number per prompt. Why not the exact common prefix: when the instruction's last token
+    merges into the first word (a trailing space, ``Query: `` + ``GNU`` → `` GNU``) the two differ by one
+    token, and no exported pooling config could reproduce a per-text count; with one definition on both
+    sides the vectors agree for any instruction. Instructions that end on a token boundary (Qwen3-Embedding's
+    ``Instruct: …\\nQuery:``) keep the first word in the pooled tokens. Decoder tokenizers: no special
+    tokens from the tokenizer, EOS appended last and kept after truncation. Encoder tokenizers:
+    ``[CLS] … [SEP]``.
     """
     texts = list(texts)
     if not texts:
@@ -53,20 +69,39 @@ def encode_texts(
         )
     bodies = tokenizer([prefix + t for t in texts], add_special_tokens=False)["input_ids"]
     ids, inst_lens = [], []
-    for body in bodies:
-        n = _common_prefix(inst_ids, body)
-        ids.append(head + body[:budget] + tail)
-        inst_lens.append(len(head) + n if n else 0)
-    return ids, inst_lens
+    inst_len = len(head) + len(inst_ids) if inst_ids else 0
+    ids = [head + body[:budget] + tail for body in bodies]
+    return ids, [inst_len] * len(ids)
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
+def split_inline_instruction(text: str, separator: str) -> Tuple[str, str]:
+    """``(instruction, text)`` of a query that carries its instruction inline (F2LLM's data does).
+
+    The instruction runs up to and including the first ``separator`` (``"Query:"``); the rest is the text,
+    so ``instruction + text == text`` as given and the token ids do not change, only where pooling starts.
+    No separator (or an empty one): ``("", text)``.
+    """
+    at = text.find(separator) if separator else -1
+    if at < 0:
+        return "", text
+    cut = at + len(separator)
+    return text[:cut], text[cut:]
+
+
+def encode_inline(tokenizer, texts: Sequence[str], max_length: int,
+                  separator: str) -> Tuple[List[List[int]], List[int]]:
+    """``encode_texts`` for texts whose instruction is inline, found by ``separator`` (grouped per instruction)."""
+    ids: List[List[int]] = [[] for _ in texts]
+    lens = [0] * len(texts)
+    groups: Dict[str, List[int]] = {}
+    parts = [split_inline_instruction(t, separator) for t in texts]
+    for i, (inst, _) in enumerate(parts):
+        groups.setdefault(inst, []).append(i)
+    for inst, members in groups.items():
+        got, got_lens = encode_texts(tokenizer, [parts[i][1] for i in members], max_length, inst or None)
+        for i, seq, n in zip(members, got, got_lens):
+            ids[i], lens[i] = seq, n
+    return ids, lens
 
 
 def pad_batch(

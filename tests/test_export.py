@@ -1,4 +1,6 @@
 """The final folder loads in transformers.AutoModel and sentence-transformers with l2e's vectors."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -14,14 +16,15 @@ from l2e.model import build_model
 QUERIES = ["7-Zip file archiver with a high compression ratio", "x", "GNU chess engine"]
 DOCS = ["7-Zip is a file archiver with a high compression ratio. It supports many formats.",
         "Gnuchess is an updated version of the GNU chess playing program."]
-CASES = {
-    # eos ignores skip-instruction; the instruction ends in a space that merges into the first word
-    "eos": dict(pooling_mode="eos", query_instruction="Instruct: Given a package summary, retrieve its description\nQuery: "),
-    "bi_mean_skip": dict(pooling_mode="mean", bi_attn_enabled=True, skip_instruction=True,
-                         query_instruction="Instruct: Given a package summary, retrieve its description\nQuery:"),
-    "weighted_mean": dict(pooling_mode="weighted_mean", query_instruction="Query:"),
-    "lora_merged": dict(pooling_mode="mean", bi_attn_enabled=True, lora_enabled=True, lora_r=4, lora_alpha=8),
-}
+INSTRUCTION = "Instruct: Given a package summary, retrieve its description\nQuery:"
+# Every component mix the shipped configs use: eos (causal) / mean / weighted_mean (bidirectional), skip-instruction
+# on and off, an instruction ending on a token boundary and one whose trailing space merges into the first word.
+GRID = {f"{pool}-{'skip' if skip else 'keep'}-{'space' if space else 'nospace'}":
+        dict(pooling_mode=pool, bi_attn_enabled=pool != "eos", skip_instruction=skip,
+             query_instruction=INSTRUCTION + (" " if space else ""))
+        for pool in ("eos", "mean", "weighted_mean") for skip in (False, True) for space in (False, True)}
+CASES = {**GRID, "lora_merged": dict(pooling_mode="mean", bi_attn_enabled=True, lora_enabled=True, lora_r=4,
+                                     lora_alpha=8, skip_instruction=True, query_instruction=INSTRUCTION + " ")}
 
 
 def build(tmp_path, **fields):
@@ -32,7 +35,8 @@ def build(tmp_path, **fields):
             for name, p in model.named_parameters():
                 if "lora_B" in name:
                     p.normal_(0, 0.05)
-    return export_final(model, tok, cfg, str(tmp_path / "final")), cfg
+    path = export_final(model, tok, str(tmp_path / "final"), merge_lora=cfg.lora_merge_on_export, training_config=cfg)
+    return path, cfg
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -46,6 +50,24 @@ def test_sentence_transformers_gives_l2e_vectors(tmp_path, case):
     np.testing.assert_allclose(d_st, ours.encode_corpus(DOCS), atol=1e-5)
 
 
+def test_inline_instruction_matches_sentence_transformers_prompt(tmp_path):
+    """A query with its instruction inline (instruction_separator) pools like the same text given to
+    sentence-transformers as prompt + text."""
+    path, _ = build(tmp_path, pooling_mode="mean", bi_attn_enabled=True, skip_instruction=True,
+                    instruction_separator="Query:")
+    ours = Embedder.from_checkpoint(path).encode_queries([f"{INSTRUCTION} {q}" for q in QUERIES])
+    st = SentenceTransformer(path, device="cpu").encode([f" {q}" for q in QUERIES], prompt=INSTRUCTION,
+                                                        normalize_embeddings=True, convert_to_numpy=True)
+    np.testing.assert_allclose(st, ours, atol=1e-5)
+
+
+def test_export_reads_the_model_settings_not_the_config(tmp_path):
+    path, cfg = build(tmp_path, pooling_mode="mean", skip_instruction=True, query_instruction=INSTRUCTION)
+    pooling = json.loads((tmp_path / "final" / "1_Pooling" / "config.json").read_text())
+    assert pooling["pooling_mode_mean_tokens"] and pooling["include_prompt"] is False
+    prompts = json.loads((tmp_path / "final" / "config_sentence_transformers.json").read_text())["prompts"]
+    assert prompts == {"query": INSTRUCTION, "document": ""}
+    assert json.loads((tmp_path / "final" / "training_config.json").read_text())["pooling_mode"] == "mean"
 def test_final_folder_loads_in_transformers_with_attention_setting(tmp_path):
     path, _ = build(tmp_path, pooling_mode="mean", bi_attn_enabled=True)
     model = AutoModel.from_pretrained(path)
@@ -67,10 +89,17 @@ def test_lora_export_writes_adapter_and_merged_model(tmp_path):
     np.testing.assert_allclose(merged, adapter, atol=1e-5)
 
 
+def test_unmerged_lora_export_is_an_adapter_final(tmp_path):
+    path, _ = build(tmp_path, **{**CASES["lora_merged"], "lora_merge_on_export": False})
+    assert (tmp_path / "final" / "adapter_config.json").exists() and not (tmp_path / "final_adapter").exists()
+    emb = Embedder.from_checkpoint(path)
+    assert emb.model.is_adapter and emb.encode(DOCS).shape == (2, 64)
+
+
 def test_llama_export_roundtrip(tmp_path):
     cfg = from_dict({"model_path": tiny_llama(), "max_seq_length": 64, "pooling_mode": "eos"}, check_paths=False)
     model, tok = build_model(cfg)
-    path = export_final(model, tok, cfg, str(tmp_path / "final"))
+    path = export_final(model, tok, str(tmp_path / "final"))
     st = SentenceTransformer(path, device="cpu")
     np.testing.assert_allclose(st.encode(DOCS, normalize_embeddings=True), Embedder.from_checkpoint(path).encode(DOCS),
                                atol=1e-5)

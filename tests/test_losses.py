@@ -7,9 +7,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from l2e.config import from_dict
-from l2e.losses import LOSSES, build_loss, make_batch, make_loss_fn
+from helpers_losses import make_loss_fn
+from l2e.losses import LOSSES, build_loss, make_batch
 from l2e.losses.infonce import infonce_rows
 from l2e.losses.kd import kd_rows
+from l2e.losses.matryoshka import matryoshka
 from l2e.losses.spread_out import spread_out, uniformity
 from l2e.registry import lookup
 
@@ -291,9 +293,33 @@ def test_build_loss_reads_the_config():
 
 
 def test_registry_names_and_miss():
-    assert sorted(LOSSES) == ["infonce", "kd", "mrl", "spread_out"]
-    with pytest.raises(KeyError, match="unknown loss 'arcface'; valid: infonce, kd, mrl, spread_out"):
+    assert sorted(LOSSES) == ["infonce", "kd", "spread_out"]
+    with pytest.raises(KeyError, match="unknown loss 'arcface'; valid: infonce, kd, spread_out"):
         lookup(LOSSES, "loss", "arcface")
+
+
+def test_each_builder_reads_its_own_config_fields():
+    from l2e.config import Config
+    from l2e.losses import build_terms
+
+    assert [t.name for t in build_terms(Config())] == ["infonce"]
+    terms = {t.name: t for t in build_terms(Config(spread_enabled=True, spread_weight=0.3, kd_enabled=True,
+                                                   kd_weight=2.0))}
+    assert set(terms) == {"infonce", "spread", "kd"}
+    assert terms["spread"].weight == 0.3 and terms["spread"].per_dim and terms["spread"].gathered
+    assert terms["kd"].weight == 2.0 and not terms["kd"].per_dim and terms["kd"].needs_teacher
+
+
+def test_a_new_loss_is_one_registered_builder(monkeypatch):
+    """Adding a loss: register a builder; build_loss picks it up, Matryoshka applies it per prefix."""
+    from l2e.config import Config
+    from l2e.losses import Term
+
+    monkeypatch.setitem(LOSSES, "norm", lambda cfg: Term("norm", lambda b: b.q.norm(dim=-1).mean(), 0.5))
+    out = build_loss(Config(temperature=1.0, mrl_enabled=True, mrl_dims=[1], mrl_dim_weights=[1.0]))(
+        MQ, MP, pos_keys=keys(0, 1))
+    assert out["norm"].item() == pytest.approx(math.sqrt(2), abs=1e-6) and out["norm@1"].item() == pytest.approx(1.0)
+    assert out["loss"].item() == pytest.approx(FULL + FIRST + 0.5 * (math.sqrt(2) + 1.0), abs=1e-6)
 
 
 def test_half_precision_embeddings_are_scored_in_float32():
@@ -330,7 +356,7 @@ def test_error_mrl_dims():
     with pytest.raises(ValueError, match="mrl_dims has 1 entries but mrl_dim_weights has 2"):
         make_loss_fn(temperature=1.0, mrl_enabled=True, mrl_dims=[1], mrl_dim_weights=[1.0, 2.0])
     with pytest.raises(ValueError, match="no embedding size to train"):
-        lookup(LOSSES, "loss", "mrl")({}, dims=[], weights=[], include_full=False)
+        matryoshka([], dims=[], weights=[], include_full=False)
 
 
 def test_error_kd_scores_shape():

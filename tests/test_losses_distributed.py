@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from l2e.losses import make_loss_fn
+from helpers_losses import make_loss_fn
 
 WORLD = 2
 ROWS = [slice(0, 3), slice(3, 5)]  # rank 0 holds rows 0-2, rank 1 rows 3-4

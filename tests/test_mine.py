@@ -12,7 +12,8 @@ import pytest
 from helpers_data import DEBIAN, TOKENIZER, debian_rows, tokenize_data, write_jsonl
 from helpers_models import tiny_qwen3
 
-from l2e.mine import build_pool, main, mine_negatives, read_corpus, search_topk, write_parquet
+from l2e.mine import build_pool, mine_negatives, read_corpus, search_topk, write_parquet
+from mine import main
 
 Q = np.array([[1.0, 0.0]], dtype=np.float32)  # one query; a passage's score is its first coordinate
 
@@ -252,7 +253,7 @@ def test_read_corpus_takes_text_and_beir_title(tmp_path):
     (["--range", "ten-20"], "--range 'ten-20': expected START-END"),
     (["--model", "/nonexistent/model"], "--model '/nonexistent/model': no such file or folder"),
     (["--model", "pkg:not_a_package_l2e/model"], "package 'not_a_package_l2e' is not installed"),
-    (["--negative_number", "0"], "--negative_number, --batch_size and --block must be >= 1"),
+    (["--negative_number", "0", "--block", "0"], "--negative_number=0 must be >= 1; --block=0 must be >= 1"),
     (["--relative_margin", "1.5"], "--relative_margin 1.5: expected a fraction in (0, 1]"),
     (["--absolute_margin", "-0.1"], "--absolute_margin -0.1: expected >= 0"),
     (["--input", "PARQUET"], "expected a .jsonl file"),

@@ -7,10 +7,12 @@ import torch
 
 import l2e.model as model_module
 from helpers_models import TINY_MODELS, tiny_config
+from l2e.errors import ModelError
 from l2e.model import (
     SETTINGS_FILE, EmbeddingModel, ModelNotAvailableError, build_model, ensure_pad_token, load_embedding_model,
     merge_and_save, resolve_dtype, split_gguf,
 )
+from l2e.settings import ModelSettings, SettingsError
 from l2e.tokens import encode_texts, pad_batch
 
 ARCHS = ["qwen3", "deepseek_v3", "llama"]
@@ -72,7 +74,7 @@ def test_pool_mask_used_only_with_skip_instruction():
     batch = make_batch(tokenizer, instruction=INSTRUCTION)
     no_pool_mask = {**batch, "pool_mask": batch["attention_mask"]}
     torch.testing.assert_close(embed(model, batch), embed(model, no_pool_mask))
-    model.skip_instruction = True
+    model.settings = model.settings.replace(skip_instruction=True)
     assert (embed(model, batch) - embed(model, no_pool_mask)).abs().max() > 1e-3
 
 
@@ -87,7 +89,7 @@ def test_dtype_and_attention_implementation():
 def test_flash_attention_missing_is_a_clear_error():
     if torch.cuda.is_available() and model_module.importlib.util.find_spec("flash_attn"):
         pytest.skip("flash-attn is installed here")
-    with pytest.raises(ImportError, match="needs the flash-attn package .* Use attn_implementation='sdpa'"):
+    with pytest.raises(ModelError, match="needs the flash-attn package .* Use attn_implementation='sdpa'"):
         build_model(tiny_config("qwen3", attn_implementation="flash_attention_2"))
 
 
@@ -126,14 +128,14 @@ def test_pad_token_falls_back_to_eos():
     ensure_pad_token(tokenizer)
     assert tokenizer.pad_token == "<|im_end|>" and tokenizer.padding_side == "right"
     tokenizer.pad_token, tokenizer.eos_token = None, None
-    with pytest.raises(ValueError, match="has neither a pad nor an eos token"):
+    with pytest.raises(ModelError, match="has neither a pad nor an eos token"):
         ensure_pad_token(tokenizer)
 
 
 def test_unknown_pooling_fails_at_construction():
     model, _ = build_model(tiny_config("qwen3"))
-    with pytest.raises(KeyError, match="unknown pooling 'max'; valid: cls, eos, last, mean, weighted_mean"):
-        EmbeddingModel(model.backbone, "max")
+    with pytest.raises(SettingsError, match="pooling_mode='max'; use one of eos, last, mean, weighted_mean, cls"):
+        EmbeddingModel(model.backbone, ModelSettings(pooling_mode="max"))
 
 
 # --- save / load -----------------------------------------------------------------------------------------
@@ -145,31 +147,44 @@ def test_full_model_save_and_load(tmp_path):
     model, tokenizer = build_model(cfg)
     batch = make_batch(tokenizer, instruction=INSTRUCTION)
     expected = embed(model, batch)
-    model.save(str(tmp_path), tokenizer, extra={"step": 7})
+    model.save(str(tmp_path), tokenizer)
     assert {"config.json", "model.safetensors", "tokenizer.json", SETTINGS_FILE} <= set(os.listdir(tmp_path))
     with open(tmp_path / SETTINGS_FILE) as f:
         saved = json.load(f)
     assert saved == {
         "pooling_mode": "mean", "bi_attn_enabled": True, "skip_instruction": True, "is_adapter": False,
         "instruction_separator": "Query:", "query_instruction": INSTRUCTION, "query_max_length": 32,
-        "passage_max_length": 64, "base_model_path": TINY_MODELS["deepseek_v3"](), "gguf_file": "", "step": 7,
+        "passage_max_length": 64, "base_model_path": TINY_MODELS["deepseek_v3"](), "gguf_file": "",
     }
-    loaded, tok2, settings = load_embedding_model(str(tmp_path))
-    assert settings["step"] == 7 and loaded.skip_instruction and loaded.pooling_mode == "mean"
-    assert loaded.settings["query_instruction"] == INSTRUCTION
+    assert ModelSettings.from_config(cfg) == ModelSettings(**saved)  # built once from the config, saved as is
+    loaded, tok2 = load_embedding_model(str(tmp_path))
+    assert loaded.skip_instruction and loaded.pooling_mode == "mean" and loaded.settings == model.settings
+    assert loaded.settings.query_instruction == INSTRUCTION
     torch.testing.assert_close(embed(loaded, make_batch(tok2, instruction=INSTRUCTION)), expected)
 
 
 def test_load_overrides_and_their_errors(tmp_path):
     model, tokenizer = build_model(tiny_config("llama", pooling_mode="mean"))
     model.save(str(tmp_path), tokenizer)
-    loaded, _, settings = load_embedding_model(str(tmp_path), pooling_mode="eos", bi_attn_enabled=True)
-    assert loaded.pooling_mode == "eos" and settings["bi_attn_enabled"] is True
+    loaded, _ = load_embedding_model(str(tmp_path), pooling_mode="eos", bi_attn_enabled=True)
+    assert loaded.pooling_mode == "eos" and loaded.settings.bi_attn_enabled is True
     assert loaded.backbone.config.is_causal is False
-    with pytest.raises(ValueError, match=r"cannot override \['pooling'\] when loading a checkpoint; valid: "):
+    with pytest.raises(SettingsError, match=r"cannot override \['pooling'\]; model settings are: pooling_mode, "):
         load_embedding_model(str(tmp_path), pooling="eos")
-    with pytest.raises(FileNotFoundError, match="has no l2e_model.json, so it is not an l2e checkpoint"):
+    with pytest.raises(SettingsError, match="no l2e_model.json, so it is not an l2e checkpoint"):
         load_embedding_model(TINY_MODELS["llama"]())
+
+
+def test_settings_file_problems_are_one_line(tmp_path):
+    model, tokenizer = build_model(tiny_config("llama"))
+    model.save(str(tmp_path), tokenizer)
+    path = tmp_path / SETTINGS_FILE
+    path.write_text(path.read_text()[:20])
+    with pytest.raises(SettingsError, match="l2e_model.json: not valid JSON"):
+        load_embedding_model(str(tmp_path))
+    path.write_text(json.dumps({**ModelSettings().to_dict(), "sparse_head": True}))
+    with pytest.raises(SettingsError, match="unknown setting\\(s\\) sparse_head; written by a newer l2e"):
+        load_embedding_model(str(tmp_path))
 
 
 # --- LoRA ------------------------------------------------------------------------------------------------
@@ -194,8 +209,8 @@ def test_adapter_save_and_load(arch, tmp_path):
     files = set(os.listdir(tmp_path))
     assert {"adapter_config.json", "adapter_model.safetensors", SETTINGS_FILE} <= files
     assert "model.safetensors" not in files
-    loaded, _, settings = load_embedding_model(str(tmp_path))
-    assert settings["is_adapter"] and settings["base_model_path"] == TINY_MODELS[arch]()
+    loaded, _ = load_embedding_model(str(tmp_path))
+    assert loaded.settings.is_adapter and loaded.settings.base_model_path == TINY_MODELS[arch]()
     assert loaded.is_adapter and loaded.backbone.config.is_causal is False
     torch.testing.assert_close(embed(loaded, batch), expected)
 
@@ -214,7 +229,7 @@ def test_continue_from_adapter(tmp_path):
 
 
 def test_adapter_path_without_lora_enabled_is_an_error(tmp_path):
-    with pytest.raises(ValueError, match="lora_adapter_path is set but lora_enabled=false"):
+    with pytest.raises(ModelError, match="lora_adapter_path is set but lora_enabled=false"):
         build_model(tiny_config("qwen3", lora_adapter_path=str(tmp_path)))
 
 
@@ -229,25 +244,25 @@ def test_merge_and_save_matches_unmerged(arch, tmp_path):
     torch.testing.assert_close(embed(model, batch), unmerged, atol=1e-5, rtol=1e-5)
     files = set(os.listdir(tmp_path))
     assert "model.safetensors" in files and "adapter_config.json" not in files
-    loaded, _, settings = load_embedding_model(str(tmp_path))
-    assert settings["is_adapter"] is False and settings["pooling_mode"] == "mean"
+    loaded, _ = load_embedding_model(str(tmp_path))
+    assert loaded.settings.is_adapter is False and loaded.settings.pooling_mode == "mean"
     torch.testing.assert_close(embed(loaded, batch), unmerged, atol=1e-5, rtol=1e-5)
 
 
 def test_merge_without_adapter_is_an_error(tmp_path):
     model, tokenizer = build_model(tiny_config("qwen3"))
-    with pytest.raises(ValueError, match="merge_and_save needs a LoRA model"):
+    with pytest.raises(ModelError, match="merge_and_save needs a LoRA model"):
         merge_and_save(model, str(tmp_path), tokenizer)
 
 
 def test_lora_targets_that_match_nothing_list_the_linear_layers():
-    with pytest.raises(ValueError, match=r"lora_target_modules=\['wq'\] match no layer of this llama model; "
+    with pytest.raises(ModelError, match=r"lora_target_modules=\['wq'\] match no layer of this llama model; "
                        r"its linear layers are: down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj"):
         build_model(tiny_config("llama", lora_enabled=True, lora_target_modules=["wq"]))
 
 
 def test_lora_dropout_on_fused_experts_error():
-    with pytest.raises(ValueError, match=r"lora_dropout=0.05 cannot be used on the fused MoE experts of this "
+    with pytest.raises(ModelError, match=r"lora_dropout=0.05 cannot be used on the fused MoE experts of this "
                        r"deepseek_v3 model.*set lora_dropout=0"):
         build_model(tiny_config("deepseek_v3", lora_enabled=True))
 
@@ -255,6 +270,6 @@ def test_lora_dropout_on_fused_experts_error():
 def test_qlora_without_cuda_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("CUDA present: QLoRA is allowed here")
-    with pytest.raises(RuntimeError, match=r"quantization='4bit' \(QLoRA\) needs a CUDA GPU .* "
+    with pytest.raises(ModelError, match=r"quantization='4bit' \(QLoRA\) needs a CUDA GPU .* "
                        r"set quantization='none'"):
         build_model(tiny_config("qwen3", lora_enabled=True, quantization="4bit"))

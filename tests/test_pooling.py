@@ -3,12 +3,8 @@ import math
 
 import pytest
 import torch
-from transformers import AutoTokenizer
-
-from helpers_models import TOKENIZER_DIR
 from l2e.config import POOLING_MODES
-from l2e.pooling import POOLING, get_pooling, instruction_len_from_separator, last_token_index
-from l2e.tokens import encode_texts
+from l2e.pooling import POOLING, get_pooling, last_token_index
 
 NAN = math.nan
 # Row 0 is right-padded, row 1 left-padded; padded positions hold NaN (what fully masked attention rows can
@@ -64,10 +60,21 @@ def test_mean_skips_instruction():
     torch.testing.assert_close(pool("mean", POOL), torch.tensor([[4.0, 5.0], [6.5, 1.5]]))
 
 
-def test_weighted_mean_restarts_weights_after_instruction():
-    # weights 1, 2 over the pooled tokens only: row 1 (1*[4, 0] + 2*[9, 3]) / 3
-    expected = torch.tensor([[13 / 3, 16 / 3], [22 / 3, 6 / 3]])
+def test_weighted_mean_keeps_absolute_positions_after_instruction():
+    # SGPT weighs a token by its position among the real tokens; the instruction token (position 1) is left
+    # out but does not renumber the rest: row 0 (2*[3, 4] + 3*[5, 6]) / 5, row 1 (2*[4, 0] + 3*[9, 3]) / 5.
+    expected = torch.tensor([[21 / 5, 26 / 5], [35 / 5, 9 / 5]])
     torch.testing.assert_close(pool("weighted_mean", POOL), expected)
+
+
+def test_weighted_mean_equals_sentence_transformers_pooling():
+    """The peer's Pooling(weightedmean, include_prompt=False) on the same states: same numbers."""
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    hidden = HIDDEN.nan_to_num()[:1]  # sentence-transformers multiplies by the mask: no NaN padding there
+    st = Pooling(2, pooling_mode="weightedmean", include_prompt=False)
+    out = st({"token_embeddings": hidden, "attention_mask": MASK[:1], "prompt_length": 1})["sentence_embedding"]
+    torch.testing.assert_close(get_pooling("weighted_mean")(hidden, MASK[:1], POOL[:1]), out)
 
 
 @pytest.mark.parametrize("name", ["eos", "last", "cls"])
@@ -78,30 +85,3 @@ def test_token_poolings_ignore_pool_mask(name):
 def test_bf16_hidden_pools_in_float32():
     out = get_pooling("mean")(HIDDEN.nan_to_num().bfloat16(), MASK, None)
     assert out.dtype == torch.float32
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(TOKENIZER_DIR)
-
-
-def test_instruction_len_from_separator_matches_recorded_length(tokenizer):
-    instruction = "Instruct: find the passage\nQuery: "
-    ids, lens = encode_texts(tokenizer, ["what is rope?"], 64, instruction=instruction)
-    k = instruction_len_from_separator(tokenizer, ids[0], "Query:")
-    assert tokenizer.decode(ids[0][:k]).endswith("Query:")
-    assert "Query:" not in tokenizer.decode(ids[0][: k - 1])
-    # Tokenized together, the space after "Query:" merges into the first word, so both lengths agree.
-    assert k == lens[0] == 9
-
-
-def test_instruction_len_from_separator_absent_is_zero(tokenizer):
-    ids = tokenizer("no separator here")["input_ids"]
-    assert instruction_len_from_separator(tokenizer, ids, "Query:") == 0
-    assert instruction_len_from_separator(tokenizer, ids, "") == 0
-
-
-def test_instruction_len_from_separator_takes_first_occurrence(tokenizer):
-    ids = tokenizer("Query: what does Query: mean")["input_ids"]
-    k = instruction_len_from_separator(tokenizer, ids, "Query:")
-    assert tokenizer.decode(ids[:k]) == "Query:"

@@ -44,7 +44,8 @@ def test_smollm2_gguf_encodes(smollm2):
 
 def test_smollm2_bidirectional_mean_differs_from_causal_eos(smollm2):
     causal_eos = smollm2.encode(TEXTS[:1])
-    bi_mean = Embedder(EmbeddingModel(smollm2.model.backbone, "mean"), smollm2.tokenizer, max_length=64, device="cpu")
+    settings = smollm2.model.settings.replace(pooling_mode="mean")
+    bi_mean = Embedder(EmbeddingModel(smollm2.model.backbone, settings), smollm2.tokenizer, max_length=64, device="cpu")
     set_bidirectional(bi_mean.model.backbone, True)
     try:
         out = bi_mean.encode(TEXTS[:1])
@@ -58,8 +59,8 @@ def test_smollm2_bidirectional_mean_differs_from_causal_eos(smollm2):
 def test_smollm2_gguf_saves_and_reloads_identically(smollm2, tmp_path):
     smollm2.model.save(str(tmp_path), smollm2.tokenizer)
     assert "model.safetensors" in os.listdir(tmp_path)
-    model, tokenizer, settings = load_embedding_model(str(tmp_path))
-    assert settings["gguf_file"] == "SmolLM2-135M-Instruct.Q4_1.gguf" and not settings["is_adapter"]
+    model, tokenizer = load_embedding_model(str(tmp_path))
+    assert model.settings.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf" and not model.settings.is_adapter
     assert not getattr(model.backbone.config, "quantization_config", None)
     reloaded = Embedder(model, tokenizer, max_length=64, device="cpu")
     np.testing.assert_allclose(reloaded.encode(TEXTS), smollm2.encode(TEXTS), atol=1e-6)

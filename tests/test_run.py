@@ -67,7 +67,8 @@ def test_config_error_exits_2_before_loading(tmp_path, capsys):
 def test_missing_training_data_is_one_line(tmp_path, capsys, data):
     cfg = write_config(tmp_path, "f2llm", tiny_qwen3(), data)
     raw = json.loads(cfg.read_text())
-    raw["train_data_path"] = str(tmp_path)  # exists, but holds no tokenized datasets
+    (tmp_path / "empty").mkdir()
+    raw["train_data_path"] = str(tmp_path / "empty")  # exists, but holds no tokenized datasets
     cfg.write_text(json.dumps(raw))
     assert run.main(["--config", str(cfg)]) == 2
     assert "no dataset folders" in capsys.readouterr().err

@@ -31,6 +31,7 @@ from helpers_data import (
 from transformers import AutoTokenizer
 
 from l2e.data import DataError, iter_raw_rows
+from l2e.prepare import percentiles
 
 QUERY_LEN, PASSAGE_LEN = 32, 64
 
@@ -51,13 +52,11 @@ def out(inputs, tmp_path_factory):
 
 
 def expected(tok, text, max_len, instruction=""):
-    """What the trainer must see: instruction + text tokenized together, cut to max_len - 1, EOS last."""
+    """What the trainer must see: instruction + text tokenized together, cut to max_len - 1, EOS last; the
+    instruction length is the instruction tokenized alone (sentence-transformers' prompt length)."""
     ids = tok(instruction + text, add_special_tokens=False)["input_ids"][: max_len - 1] + [EOS]
     inst = tok(instruction, add_special_tokens=False)["input_ids"] if instruction else []
-    n = 0
-    while n < len(inst) and inst[n] == ids[n]:
-        n += 1
-    return ids, n
+    return ids, len(inst)
 
 
 def same_table(a, b):
@@ -127,8 +126,8 @@ def test_instruction_len_is_the_instruction_prefix(out, tok):
     for r in all_rows(out / "debian"):
         n = r["instruction_len"]
         inst = tok(INSTRUCTION, add_special_tokens=False)["input_ids"]
-        assert 0 < n <= len(inst) and r["query_ids"][:n] == inst[:n]
-        assert tok.decode(r["query_ids"][:n]) == INSTRUCTION[: len(tok.decode(r["query_ids"][:n]))]
+        # INSTRUCTION ends in a space that merges into the first word: the ids share all but the last token.
+        assert n == len(inst) and r["query_ids"][:n - 1] == inst[:n - 1]
     rows = by_query(tok, out / "scored", "")
     for query, prompt in [("cats", ANIMAL_PROMPT), ("dogs", ""), ("birds", SCORED_INSTRUCTION)]:
         ids, n = expected(tok, query, QUERY_LEN, prompt)
@@ -154,8 +153,10 @@ def test_several_positives_become_rows_with_their_scores(out, tok):
     assert [r["pos_score"] for r in cats] == [np.float32(0.9), np.float32(0.8)]
     assert [r["neg_scores"] for r in cats] == [[np.float32(0.1)]] * 2
     dogs = rows["dogs"][0]
-    assert (dogs["pos_id"], dogs["neg_ids"], dogs["neg_scores"]) == (2, [0, 1], [])
-    assert math.isnan(dogs["pos_score"])
+    assert (dogs["pos_id"], dogs["neg_ids"]) == (2, [0, 1])
+    assert dogs["pos_score"] == np.float32(0.7) and dogs["neg_scores"] == [np.float32(0.2), np.float32(0.3)]
+    assert json.loads((out / "scored" / "meta.json").read_text())["teacher_scores"] is True
+    assert json.loads((out / "debian" / "meta.json").read_text())["teacher_scores"] is False
 
 
 def test_task_types_and_instructions_recorded(out):
@@ -176,8 +177,8 @@ def test_stats_percentiles_match_numpy(out, tok):
 
 def test_percentiles_hand_computed():
     hist = np.bincount([1, 2, 2, 3, 10])
-    assert tokenize_data.percentiles(hist) == {"p50": 2, "p90": 10, "p99": 10, "max": 10}
-    assert tokenize_data.percentiles(np.zeros(5, dtype=np.int64)) == {"p50": 0, "p90": 0, "p99": 0, "max": 0}
+    assert percentiles(hist) == {"p50": 2, "p90": 10, "p99": 10, "max": 10}
+    assert percentiles(np.zeros(5, dtype=np.int64)) == {"p50": 0, "p90": 0, "p99": 0, "max": 0}
 
 
 # --- determinism -------------------------------------------------------------------------------------------
@@ -279,7 +280,11 @@ GOOD = '{"query": "q", "pos": ["p"], "neg": ["n"]}'
         ('{"query": "q", "pos": ["p"], "type": "ranking"}', "bad.jsonl:3: type='ranking' is not one of"),
         ('{"query": "q", "pos": ["p"], "pos_scores": [1, 2]}',
          "bad.jsonl:3: 'pos_scores' has 2 scores but 'pos' has 1 texts; give one score each"),
-        ('{"query": "q", "pos": ["p"], "neg_scores": ["x"]}', "bad.jsonl:3: 'neg_scores' must be a list of numbers"),
+        ('{"query": "q", "pos": ["p"], "pos_scores": [1], "neg_scores": ["x"]}',
+         "bad.jsonl:3: 'neg_scores' must be a list of numbers"),
+        ('{"query": "q", "pos": ["p"], "neg": ["n"], "neg_scores": [0.5]}', "bad.jsonl:3: 'neg_scores' without 'pos_scores'"),
+        ('{"query": "q", "pos": ["p"], "neg": ["n"], "pos_scores": [0.5]}', "bad.jsonl:3: 'pos_scores' without 'neg_scores'"),
+        ('{"query": "q", "pos": ["p"], "pos_scores": [NaN]}', "bad.jsonl:3: 'pos_scores' holds NaN or infinity"),
         ('{"query": "q", "pos": ["p"], "prompt": 3}', "bad.jsonl:3: prompt must be a string, got int"),
     ],
 )
@@ -364,7 +369,7 @@ def test_bad_data_never_replaces_a_good_output(inputs, tmp_path, capsys):
     [
         (["--model_path", "x"], "give exactly one of --tokenizer or --model_path"),
         (["--gguf_file", "m.gguf"], "--gguf_file needs --model_path"),
-        (["--query_max_length", "200"], "--query_max_length=200 must be in [0, max_seq_length=128]"),
+        (["--query_max_length", "200"], "--query_max_length=200 must be 0 or in [8, max_seq_length=128]"),
         (["--valid_fraction", "1"], "--valid_fraction=1.0 must be in [0, 1)"),
         (["--num_proc", "0"], "--num_proc=0 must be >= 1"),
         (["--task_types", "pears=classification"],
@@ -387,7 +392,7 @@ def test_refuses_to_replace_a_foreign_folder(inputs, tmp_path, capsys):
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "notes.txt").write_text("mine")
     assert tokenize_data.main(tokenize_args(inputs, tmp_path / "o")) == 2
-    assert "is not a tokenize_data.py output (no data_stats.json)" in capsys.readouterr().err
+    assert "is not a tokenize_data.py output (no .l2e_tokenized)" in capsys.readouterr().err
     assert os.listdir(tmp_path / "o") == ["notes.txt"]
 
 
@@ -413,6 +418,6 @@ def test_help_lists_every_option():
     proc = subprocess.run([sys.executable, str(ROOT / "tokenize_data.py"), "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
     options = {o for action in tokenize_data.build_parser()._actions for o in action.option_strings}
-    assert len(options) == 20  # 18 options, -h and --help
+    assert len(options) == 21  # 19 options, -h and --help
     for option in sorted(options):
         assert option in proc.stdout, option

@@ -1,7 +1,9 @@
 """What every loss term reads: one step's embeddings, this rank's and (across devices) everybody's.
 
-A term is a plain callable ``term(batch: ContrastiveBatch) -> scalar tensor``; ``LOSSES`` maps a name to
-the factory that builds one from hyperparameters given by keyword.
+A term is a plain callable ``term(batch: ContrastiveBatch) -> scalar tensor``. ``LOSSES`` maps a name to
+its *builder*: ``builder(cfg) -> Term | None`` reads the config fields the term owns and returns the term
+with its weight, or ``None`` when the config switches it off. Adding a loss is one file that registers a
+builder, plus its config fields.
 
 Reduction across processes. Each rank returns ``row_weight * sum(per-row losses of its own rows)`` with
 ``row_weight = world / N`` (N = rows on all ranks), and terms that are not a sum over rows (spread-out) are
@@ -20,10 +22,27 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from l2e.distributed import all_gather_rows, gather_sizes, rank_and_world
+from l2e.errors import L2EError
 from l2e.registry import make_register
+
+class LossError(L2EError, ValueError):
+    """Loss inputs or settings that cannot work (shapes, missing keys or teacher scores, MRL dims)."""
+
 
 LOSSES: Dict[str, Callable] = {}
 register = make_register(LOSSES, "loss")
+
+
+@dataclass(frozen=True)
+class Term:
+    """One enabled loss term: ``total += weight * fn(batch)``, logged under ``name``."""
+
+    name: str  # log key ("infonce", "spread", "kd"); Matryoshka prefixes add "@dim"
+    fn: Callable[["ContrastiveBatch"], torch.Tensor]
+    weight: float = 1.0
+    per_dim: bool = True  # Matryoshka applies it at every prefix; False: full size only
+    needs_teacher: bool = False  # only on datasets whose rows carry teacher scores
+    gathered: bool = False  # reads every rank's embeddings (q_all, p_all) even without in-batch negatives
 
 
 @dataclass(frozen=True)
@@ -55,7 +74,7 @@ class ContrastiveBatch:
         if dim is None or dim == self.dim:
             return self
         if dim > self.dim:
-            raise ValueError(f"mrl_dims contains {dim}, larger than the embedding size {self.dim}; "
+            raise LossError(f"mrl_dims contains {dim}, larger than the embedding size {self.dim}; "
                              f"use dims <= {self.dim}")
         cut = {f: getattr(self, f)[..., :dim] for f in ("q", "p", "n", "q_all", "p_all", "n_all")}
         return dataclasses.replace(self, **cut)

@@ -6,7 +6,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from l2e.losses.base import ContrastiveBatch, register
+from l2e.losses.base import ContrastiveBatch, LossError, Term, register
 
 DIRECTIONS = ("q2p", "p2q", "q2q")
 
@@ -69,7 +69,6 @@ def _own_group_rows(q, p, n, batch: ContrastiveBatch, temperature: float, mask_o
     return torch.logsumexp(scores, dim=1) - scores[:, 0]
 
 
-@register("infonce")
 def infonce(*, temperature: float, directions: Sequence[str] = ("q2p",),
             mask_false_negatives: bool = True) -> Callable[[ContrastiveBatch], torch.Tensor]:
     """InfoNCE over cosine similarities, a.k.a. MultipleNegativesRankingLoss, in-batch softmax loss, NT-Xent.
@@ -104,7 +103,7 @@ def infonce(*, temperature: float, directions: Sequence[str] = ("q2p",),
     """
     bad = [d for d in directions if d not in DIRECTIONS]
     if bad or "q2p" not in directions:
-        raise ValueError(f"directions={list(directions)!r} must contain 'q2p' and only: {', '.join(DIRECTIONS)}")
+        raise LossError(f"directions={list(directions)!r} must contain 'q2p' and only: {', '.join(DIRECTIONS)}")
 
     def term(batch: ContrastiveBatch) -> torch.Tensor:
         rows = infonce_rows(batch, temperature=temperature, directions=directions,
@@ -112,3 +111,11 @@ def infonce(*, temperature: float, directions: Sequence[str] = ("q2p",),
         return rows.sum() * batch.row_weight
 
     return term
+
+
+@register("infonce")
+def build(cfg) -> Term:
+    """Always on: the contrastive term every recipe trains (``temperature``, ``loss_directions``,
+    ``mask_false_negatives``)."""
+    return Term("infonce", infonce(temperature=cfg.temperature, directions=cfg.loss_directions,
+                                   mask_false_negatives=cfg.mask_false_negatives))

@@ -1,12 +1,12 @@
 """Knowledge distillation from a teacher's scores of each query's candidates (FlagEmbedding)."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
-from l2e.losses.base import ContrastiveBatch, register
+from l2e.losses.base import ContrastiveBatch, LossError, Term, register
 
 
 def kd_rows(q: torch.Tensor, p: torch.Tensor, n: torch.Tensor, pos_scores: torch.Tensor,
@@ -23,7 +23,6 @@ def kd_rows(q: torch.Tensor, p: torch.Tensor, n: torch.Tensor, pos_scores: torch
     return (teacher.exp() * (teacher - student)).sum(dim=1)
 
 
-@register("kd")
 def kd(*, temperature: float, kd_temperature: float = 1.0) -> Callable[[ContrastiveBatch], torch.Tensor]:
     """Distillation loss: KL divergence from the teacher's to the student's distribution over the candidates.
 
@@ -50,10 +49,22 @@ def kd(*, temperature: float, kd_temperature: float = 1.0) -> Callable[[Contrast
         ok = batch.pos_scores is not None and batch.neg_scores is not None
         if not ok or tuple(batch.pos_scores.shape) != (b,) or tuple(batch.neg_scores.shape) != (b, k) or k == 0:
             got = [None if s is None else tuple(s.shape) for s in (batch.pos_scores, batch.neg_scores)]
-            raise ValueError(f"kd needs teacher pos_scores of shape ({b},) and neg_scores of shape ({b}, {k}) "
+            raise LossError(f"kd needs teacher pos_scores of shape ({b},) and neg_scores of shape ({b}, {k}) "
                              f"with at least one hard negative; got {got[0]} and {got[1]}")
+        if not (torch.isfinite(batch.pos_scores).all() and torch.isfinite(batch.neg_scores).all()):
+            raise LossError("kd: a teacher score is NaN or infinite; tokenize_data.py refuses such rows, so the "
+                            "tokenized data was written by something else -- re-tokenize it")
         rows = kd_rows(batch.q, batch.p, batch.n, batch.pos_scores.to(batch.q.device),
                        batch.neg_scores.to(batch.q.device), temperature=temperature, kd_temperature=kd_temperature)
         return rows.sum() * batch.row_weight
 
     return term
+
+
+@register("kd")
+def build(cfg) -> Optional[Term]:
+    """``kd_enabled``: ``kd_weight * KL(teacher || student)`` at full size, on datasets with teacher scores."""
+    if not cfg.kd_enabled:
+        return None
+    return Term("kd", kd(temperature=cfg.temperature, kd_temperature=cfg.kd_temperature), cfg.kd_weight,
+                per_dim=False, needs_teacher=True)

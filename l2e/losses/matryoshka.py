@@ -1,31 +1,27 @@
 """Matryoshka representation learning: the same loss terms on prefixes of the embedding."""
 from __future__ import annotations
 
-from typing import Callable, Dict, Mapping, Sequence, Tuple
+from typing import Callable, Dict, Sequence, Tuple
 
 import torch
 
-from l2e.losses.base import ContrastiveBatch, register
-
-Term = Callable[[ContrastiveBatch], torch.Tensor]
+from l2e.losses.base import ContrastiveBatch, LossError, Term
 
 
-@register("mrl")
-def matryoshka(terms: Mapping[str, Tuple[Term, float]], *, dims: Sequence[int] = (),
-               weights: Sequence[float] = (), include_full: bool = True
-               ) -> Callable[[ContrastiveBatch], Tuple[torch.Tensor, Dict[str, torch.Tensor]]]:
+def matryoshka(terms: Sequence[Term], *, dims: Sequence[int] = (), weights: Sequence[float] = (),
+               include_full: bool = True) -> Callable[[ContrastiveBatch], Tuple[torch.Tensor, Dict[str, torch.Tensor]]]:
     """Matryoshka loss: ``sum_d w_d * sum_t w_t * term_t(first d features, re-normalised)``.
 
-    A loss *modifier*: each term (``{"infonce": (fn, 1.0), "spread": (fn, 0.1)}``) runs on every prefix
-    ``d`` of ``dims`` with weight ``w_d``, and on the full embedding with weight 1 when ``include_full`` (so
-    the full-size embedding is trained too; if the full size is itself listed in ``dims``, its listed weight
-    is used instead, once). With no dims it is simply the weighted sum of the terms at full size.
+    A loss *modifier*: it wraps the other terms. Each term runs on every prefix ``d`` of ``dims`` with weight
+    ``w_d``, and on the full embedding with weight 1 when ``include_full`` (so the full-size embedding is
+    trained too; if the full size is itself listed in ``dims``, its listed weight is used instead, once).
+    With no dims it is simply the weighted sum of the terms at full size.
 
     Returns ``run(batch) -> (total, values)`` where ``values`` names each unweighted term: ``"infonce"`` at
     full size, ``"infonce@128"`` at prefix 128.
 
     Args:
-        terms: name -> (term, weight).
+        terms: the per-dim terms (name, fn, weight).
         dims: prefix sizes (``mrl_dims``), each at most the embedding size.
         weights: one weight per dim (``mrl_dim_weights``).
         include_full: also apply the terms to the full embedding (``mrl_include_full``).
@@ -35,10 +31,10 @@ def matryoshka(terms: Mapping[str, Tuple[Term, float]], *, dims: Sequence[int] =
     Reference: Kusupati et al. 2022, "Matryoshka Representation Learning" (arXiv 2205.13147).
     """
     if len(dims) != len(weights):
-        raise ValueError(f"mrl_dims has {len(dims)} entries but mrl_dim_weights has {len(weights)}; "
-                         "give one weight per dim")
+        raise LossError(f"mrl_dims has {len(dims)} entries but mrl_dim_weights has {len(weights)}; "
+                        "give one weight per dim")
     if not dims and not include_full:
-        raise ValueError("no embedding size to train: mrl_dims is empty and mrl_include_full is false")
+        raise LossError("no embedding size to train: mrl_dims is empty and mrl_include_full is false")
 
     def run(batch: ContrastiveBatch) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         plan = [(d, w, f"@{d}") for d, w in zip(dims, weights)]
@@ -47,9 +43,16 @@ def matryoshka(terms: Mapping[str, Tuple[Term, float]], *, dims: Sequence[int] =
         total, values = 0.0, {}
         for dim, dim_weight, suffix in plan:
             cut = batch.at_dim(dim)
-            for name, (term, term_weight) in terms.items():
-                values[name + suffix] = term(cut)
-                total = total + dim_weight * term_weight * values[name + suffix]
+            for term in terms:
+                values[term.name + suffix] = term.fn(cut)
+                total = total + dim_weight * term.weight * values[term.name + suffix]
         return total, values
 
     return run
+
+
+def from_config(cfg, terms: Sequence[Term]):
+    """Matryoshka over ``terms`` as ``mrl_*`` say (off: the terms at full size only)."""
+    on = cfg.mrl_enabled
+    return matryoshka(terms, dims=cfg.mrl_dims if on else (), weights=cfg.mrl_dim_weights if on else (),
+                      include_full=cfg.mrl_include_full or not on)

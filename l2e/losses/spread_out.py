@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
-from l2e.losses.base import ContrastiveBatch, register
+from l2e.losses.base import ContrastiveBatch, Term, register
 
 
 def uniformity(x: torch.Tensor, t: float) -> torch.Tensor:
@@ -19,7 +19,6 @@ def uniformity(x: torch.Tensor, t: float) -> torch.Tensor:
     return torch.logsumexp(-t * sq[i, j], dim=0) - math.log(i.numel())
 
 
-@register("spread_out")
 def spread_out(*, t: float = 2.0) -> Callable[[ContrastiveBatch], torch.Tensor]:
     """Uniformity loss (Wang & Isola 2020), a.k.a. spread-out or global orthogonal regularisation.
 
@@ -43,3 +42,11 @@ def spread_out(*, t: float = 2.0) -> Callable[[ContrastiveBatch], torch.Tensor]:
         return uniformity(torch.cat([batch.q_all, batch.p_all]), t)
 
     return term
+
+
+@register("spread_out")
+def build(cfg) -> Optional[Term]:
+    """``spread_enabled``: ``spread_weight * uniformity`` at every Matryoshka size, sharpness ``spread_t``."""
+    if not cfg.spread_enabled:
+        return None
+    return Term("spread", spread_out(t=cfg.spread_t), cfg.spread_weight, gathered=True)

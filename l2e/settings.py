@@ -1,0 +1,99 @@
+"""``ModelSettings``: the one record of what inference must reproduce.
+
+Built once from the training config (:meth:`ModelSettings.from_config`), held by the ``EmbeddingModel``,
+written as ``l2e_model.json`` next to the weights of every checkpoint and export, and read back by the
+Embedder, the evaluator, the miner and the exporters. Nothing else carries these values: an export reads
+them from the model, never from the config again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Dict
+
+from l2e.errors import L2EError
+
+SETTINGS_FILE = "l2e_model.json"
+POOLING_MODES = ("eos", "last", "mean", "weighted_mean", "cls")
+
+
+class SettingsError(L2EError):
+    """A bad ``l2e_model.json`` or a bad override of one of its values."""
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    pooling_mode: str = "eos"  # l2e.pooling.POOLING name
+    bi_attn_enabled: bool = False  # the backbone runs with config.is_causal = False
+    skip_instruction: bool = False  # instruction tokens are attended to but left out of pooling
+    instruction_separator: str = ""  # queries given without an instruction: text up to this marks it
+    query_instruction: str = ""  # default instruction prefix of queries
+    query_max_length: int = 512  # token caps, EOS included
+    passage_max_length: int = 512
+    base_model_path: str = ""  # where the base weights live (an adapter checkpoint needs them)
+    gguf_file: str = ""
+    is_adapter: bool = False  # the folder holds a peft LoRA adapter on base_model_path, not full weights
+
+    def __post_init__(self):
+        problems = []
+        if self.pooling_mode not in POOLING_MODES:
+            problems.append(f"pooling_mode={self.pooling_mode!r}; use one of {', '.join(POOLING_MODES)}")
+        for name in ("query_max_length", "passage_max_length"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                problems.append(f"{name}={value!r} must be a positive integer")
+        if problems:
+            raise SettingsError("model settings: " + "; ".join(problems))
+
+    @classmethod
+    def from_config(cls, cfg) -> "ModelSettings":
+        """The settings a training run with ``cfg`` (an ``l2e.config.Config``) produces."""
+        from l2e.model import source_settings
+
+        return cls(pooling_mode=cfg.pooling_mode, bi_attn_enabled=cfg.bi_attn_enabled,
+                   skip_instruction=cfg.skip_instruction, instruction_separator=cfg.instruction_separator,
+                   query_instruction=cfg.query_instruction, query_max_length=cfg.query_len,
+                   passage_max_length=cfg.passage_len, is_adapter=cfg.lora_enabled,
+                   **source_settings(cfg.model_path, cfg.gguf_file))
+
+    def replace(self, **changes) -> "ModelSettings":
+        """A copy with ``changes``; an unknown name is refused with the valid ones."""
+        unknown = sorted(set(changes) - set(FIELDS))
+        if unknown:
+            raise SettingsError(f"cannot override {unknown}; model settings are: {', '.join(FIELDS)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, folder: str) -> None:
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, SETTINGS_FILE), "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+            f.write("\n")
+
+    @classmethod
+    def load(cls, folder: str) -> "ModelSettings":
+        path = os.path.join(folder, SETTINGS_FILE)
+        if not os.path.isfile(path):
+            raise SettingsError(
+                f"{folder}: no {SETTINGS_FILE}, so it is not an l2e checkpoint; for a plain Hugging Face, "
+                "sentence-transformers or GGUF model use Embedder.from_pretrained (or --baseline)")
+        try:
+            with open(path) as f:
+                raw = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise SettingsError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(raw, dict):
+            raise SettingsError(f"{path}: expected a JSON object")
+        unknown = sorted(set(raw) - set(FIELDS))
+        if unknown:
+            # A setting this version cannot reproduce would silently give other vectors: refuse.
+            raise SettingsError(f"{path}: unknown setting(s) {', '.join(unknown)}; written by a newer l2e? "
+                                f"known: {', '.join(FIELDS)}")
+        return cls(**raw)
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(ModelSettings))
