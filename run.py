@@ -46,9 +46,12 @@ def train(args: argparse.Namespace) -> int:
     from l2e.trainer import Trainer
 
     trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite)
-    trainer.setup()
-    trainer.train()
-    summary = trainer.cleanup()
+    try:
+        trainer.setup()
+        trainer.train()
+        summary = trainer.cleanup()
+    finally:
+        trainer.close()  # the run folder's lock, also when a step fails
     if summary:
         what = "LoRA adapter" if summary["final_is_adapter"] else "model"
         print(f"done: {summary['steps']} steps in {summary['train_time_s']:.0f}s, {what} in {summary['final_dir']}")

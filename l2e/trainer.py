@@ -466,9 +466,13 @@ class Trainer:
             with open(os.path.join(self.run_dir, "training_summary.json"), "w") as f:
                 json.dump(summary, f, indent=2)
         acc.end_training()
+        return summary
+
+    def close(self) -> None:
+        """Release the run folder (the kernel would at process exit; in-process callers need it now)."""
         if self.lock:
             self.lock.release()
-        return summary
+            self.lock = None
 
 
 def _tower_loss(loss_fn, reps: List[torch.Tensor], extra: dict) -> Dict[str, torch.Tensor]:

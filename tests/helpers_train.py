@@ -13,21 +13,34 @@ BEIR_TINY = ROOT / "tests" / "assets" / "beir_tiny"
 INSTRUCTION = "Instruct: Given a package summary, retrieve its description\nQuery: "
 
 
-def make_training_data(folder: Path, rows: int = 12, negatives: int = 2, valid_fraction: float = 0.0) -> Path:
-    """``rows`` real Debian pairs whose negatives are other rows' positives, tokenized with SmolLM2's tokenizer."""
-    pairs = [json.loads(line) for line in DEBIAN.read_text().splitlines()[:rows]]
+def make_training_data(folder: Path, rows: int = 12, negatives: int = 2, valid_fraction: float = 0.0,
+                       scored: bool = False, *extra: str) -> Path:
+    """``rows`` real Debian pairs whose negatives are other rows' positives, tokenized with SmolLM2's tokenizer.
+
+    ``scored``: a second dataset ``scored`` (the next ``rows`` pairs) whose rows carry teacher scores."""
+    lines = DEBIAN.read_text().splitlines()
     raw = folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    with open(raw / "debian.jsonl", "w") as f:
-        for i, p in enumerate(pairs):
-            negs = [pairs[(i + k + 1) % rows]["pos"][0] for k in range(negatives)]
-            f.write(json.dumps({"query": p["query"], "pos": p["pos"][:1], "neg": negs}) + "\n")
+    write_pairs(raw / "debian.jsonl", [json.loads(line) for line in lines[:rows]], negatives)
+    if scored:
+        write_pairs(raw / "scored.jsonl", [json.loads(line) for line in lines[rows:2 * rows]], negatives, scores=True)
     out = folder / "tokenized"
     code = tokenize_data.main(["--input_dir", str(raw), "--output_dir", str(out), "--tokenizer", str(TOKENIZER),
                                "--max_seq_length", "64", "--query_max_length", "32", "--instruction", INSTRUCTION,
-                               "--valid_fraction", str(valid_fraction)])
+                               "--valid_fraction", str(valid_fraction), *extra])
     assert code == 0
     return out
+
+
+def write_pairs(path: Path, pairs: list, negatives: int, scores: bool = False, instruction: str = "") -> None:
+    """JSONL rows: each pair's negatives are the next rows' positives; ``instruction`` is put inline."""
+    with open(path, "w") as f:
+        for i, p in enumerate(pairs):
+            row = {"query": instruction + p["query"], "pos": p["pos"][:1],
+                   "neg": [pairs[(i + k + 1) % len(pairs)]["pos"][0] for k in range(negatives)]}
+            if scores:
+                row.update(pos_scores=[0.9], neg_scores=[round(0.5 - 0.1 * k, 2) for k in range(negatives)])
+            f.write(json.dumps(row) + "\n")
 
 
 def train_rows(data: Path) -> int:

@@ -154,3 +154,13 @@ def test_accelerate_configs_load(path):
         assert str(cfg.mixed_precision) == "no"  # bf16 is ~400x slower on CPU
     else:
         assert cfg.deepspeed_config["zero_stage"] == 2 and str(cfg.mixed_precision) == "bf16"
+
+
+def test_shipped_instructions_end_on_a_token_boundary():
+    """Qwen3-Embedding's "...\\nQuery:" form: with a trailing space the space merges into the first word, and
+    skip-instruction (which counts the instruction as tokenized alone) would leave that word out of pooling."""
+    for path in sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.json"), recursive=True)):
+        with open(path) as f:
+            assert not json.load(f).get("query_instruction", "").endswith(" "), path
+    with open(os.path.join(ROOT, "data", "sample", "instructions.json")) as f:
+        assert not any(v.endswith(" ") for v in json.load(f).values())

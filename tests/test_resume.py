@@ -21,9 +21,9 @@ def data(tmp_path_factory):
 
 def config(tmp_path, data, **kw):
     # LoRA dropout draws random numbers every step: resuming must restore the RNG for the losses to match.
-    return write_config(tmp_path, "mrl_spread.lora.bi_mean", tiny_qwen3(), data, train_batch_size=4,
-                        train_steps=STEPS, checkpointing_steps=4, validation_steps=100, log_interval=1,
-                        keep_last_n=2, warmup_steps=2, lora_dropout=0.1, **kw)
+    fields = dict(train_batch_size=4, train_steps=STEPS, checkpointing_steps=4, validation_steps=100, log_interval=1,
+                  keep_last_n=2, warmup_steps=2, lora_dropout=0.1)
+    return write_config(tmp_path, "mrl_spread.lora.bi_mean", tiny_qwen3(), data, **{**fields, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +58,21 @@ def test_kill_9_then_resume_reaches_same_losses(tmp_path, data, uninterrupted):
     assert_same_losses(read_log(run_dir), uninterrupted)
     # keep_last_n=2: only the two newest checkpoints remain
     assert sorted(p.name for p in run_dir.glob("step_*")) == ["step_20", "step_24"]
+    # Totals count every session of the run, not only the resumed part.
+    summary = json.loads((run_dir / "training_summary.json").read_text())
+    assert summary["samples"] == STEPS * 4 and summary["steps"] == STEPS
+    assert summary["steps_time_s"] + summary["validation_time_s"] + summary["checkpoint_time_s"] <= \
+        summary["train_time_s"] + 1e-6
+    # TensorBoard: the steps the killed run logged past its checkpoint are purged, so every step appears once
+    # with the resumed run's value.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tb" / "tiny.mrl_spread.lora.bi_mean"))
+    events.Reload()
+    scalars = events.Scalars("train/loss")
+    assert [e.step for e in scalars] == list(range(1, STEPS + 1))
+    for e, r in zip(scalars, read_log(run_dir)):
+        assert e.value == pytest.approx(r["loss"], abs=1e-5)
 
 
 def test_crash_mid_save_keeps_previous_checkpoint(tmp_path, data, uninterrupted):
@@ -78,3 +93,34 @@ def test_resume_without_checkpoint_is_one_line_error(tmp_path, data):
     res = run_cli(["run.py", "--config", str(config(tmp_path, data)), "--resume"], check=False)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1].startswith("error: --resume latest: no complete checkpoint")
+
+
+def test_planted_pickles_are_never_executed(tmp_path, data):
+    """A checkpoint is data: a pickle planted where accelerate used to unpickle the scheduler, or where it reads
+    the optimizer state, never runs; the damaged file is named in one line."""
+    import pickle
+
+    pwned = tmp_path / "pwned"
+
+    class Boom:
+        def __reduce__(self):
+            return (os.system, (f"touch {pwned}",))
+
+    cfg = config(tmp_path, data, train_steps=4)
+    run_cli(["run.py", "--config", str(cfg)])
+    step = tmp_path / "out" / "tiny.mrl_spread.lora.bi_mean" / "step_4"
+    (step / "state" / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(Boom()))
+    res = run_cli(["run.py", "--config", str(cfg), "--resume"], check=False)
+    assert res.returncode == 2 and not pwned.exists()
+    assert res.stderr.strip().splitlines()[-1].startswith(f"error: {step}: cannot load the training state")
+    (step / "state" / "custom_checkpoint_0.pkl").unlink()
+    assert "resumed from" in run_cli(["run.py", "--config", str(cfg), "--resume"]).stdout
+    # The same payload as the optimizer state, with the manifest updated to match its size.
+    payload = pickle.dumps(Boom())
+    (step / "state" / "optimizer.bin").write_bytes(payload)
+    state = json.loads((step / "trainer_state.json").read_text())
+    state["files"]["state/optimizer.bin"] = len(payload)
+    (step / "trainer_state.json").write_text(json.dumps(state))
+    res = run_cli(["run.py", "--config", str(cfg), "--resume"], check=False)
+    assert res.returncode == 2 and not pwned.exists()
+    assert res.stderr.strip().splitlines()[-1].startswith(f"error: {step}: cannot load the training state")

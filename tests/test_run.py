@@ -102,3 +102,78 @@ def test_nan_loss_stops_with_one_line_and_saves_nothing(tmp_path, data, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: loss is nan at step 1 (dataset 'debian')") and "last good checkpoint" in err
     assert not list((tmp_path / "out" / "tiny.f2llm").glob("step_*"))
+
+
+# --- issue 12: what the trainer says and refuses ---------------------------------------------------------------
+
+def test_rows_short_of_hard_negatives_are_topped_up_and_said_loudly(tmp_path, capsys):
+    data = make_training_data(tmp_path / "d", rows=8, negatives=0)
+    cfg = write_config(tmp_path, "f2llm", tiny_qwen3(), data, train_batch_size=4, train_steps=2, num_hard_neg=1,
+                       checkpointing_steps=2, validation_steps=2)
+    assert run.main(["--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert ("warning: dataset 'debian': 8 of 8 rows have fewer than num_hard_neg=1 hard negatives (8 have none); "
+            "rows with some repeat theirs (FlagEmbedding's rule), rows with none get random passages") in out
+    summary = json.loads((tmp_path / "out" / "tiny.f2llm" / "training_summary.json").read_text())
+    assert summary["hard_negatives"] == [{"dataset": "debian", "per_row": 1, "rows": 8, "short_rows": 0,
+                                          "empty_rows": 8}]
+
+
+def test_kd_without_teacher_scores_is_refused(tmp_path, data, capsys):
+    cfg = write_config(tmp_path, "f2llm", tiny_qwen3(), data, kd_enabled=True)
+    assert run.main(["--config", str(cfg)]) == 2
+    assert "kd_enabled=true but no dataset in" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "tiny.f2llm" / "config.json").exists()
+
+
+def test_grad_cache_under_deepspeed_is_refused():
+    from accelerate.utils import DistributedType
+
+    from l2e.config import Config
+    from l2e.trainer import TrainingError, check_runtime
+
+    check_runtime(Config(grad_cache=True), DistributedType.MULTI_CPU)
+    check_runtime(Config(grad_cache=False), DistributedType.DEEPSPEED)
+    with pytest.raises(TrainingError, match="grad_cache=true cannot run under DeepSpeed"):
+        check_runtime(Config(grad_cache=True), DistributedType.DEEPSPEED)
+
+
+def test_unmerged_lora_final_is_the_adapter(tmp_path, data, capsys):
+    cfg = write_config(tmp_path, "mrl_spread.lora.bi_mean", tiny_qwen3(), data, train_batch_size=4, train_steps=2,
+                       checkpointing_steps=2, validation_steps=2, lora_merge_on_export=False)
+    assert run.main(["--config", str(cfg)]) == 0
+    final = tmp_path / "out" / "tiny.mrl_spread.lora.bi_mean" / "final"
+    assert f"LoRA adapter in {final}" in capsys.readouterr().out
+    assert (final / "adapter_config.json").exists() and (final / "l2e_model.json").exists()
+
+
+def test_inline_instructions_end_to_end(tmp_path, capsys):
+    """instruction_separator: tokenize (queries carry 'Instruct: ...\\nQuery:' inline) -> train with
+    skip-instruction -> Embedder -> export, where sentence-transformers gets the same text as prompt + query."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from helpers_train import DEBIAN, TOKENIZER, tokenize_data, write_pairs
+    from l2e.embedder import Embedder
+
+    inline = "Instruct: Given a package summary, retrieve its description\nQuery:"
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    write_pairs(raw / "debian.jsonl", [json.loads(x) for x in DEBIAN.read_text().splitlines()[:8]], 1,
+                instruction=inline + " ")
+    data = tmp_path / "tok"
+    assert tokenize_data.main(["--input_dir", str(raw), "--output_dir", str(data), "--tokenizer", str(TOKENIZER),
+                               "--max_seq_length", "64", "--valid_fraction", "0"]) == 0
+    meta = json.loads((data / "debian" / "meta.json").read_text())
+    assert meta["inline_instruction_rows"] == 8 and meta["instruction_separator"] == "Query:"
+    cfg = write_config(tmp_path, "mrl_spread.bi_mean", tiny_qwen3(), data, train_batch_size=4, train_steps=2,
+                       checkpointing_steps=2, validation_steps=2, skip_instruction=True, query_instruction="")
+    assert run.main(["--config", str(cfg), "--set", "instruction_separator=Q:"]) == 2
+    assert "8 queries had their instruction found by instruction_separator='Query:'" in capsys.readouterr().err
+    assert run.main(["--config", str(cfg), "--overwrite"]) == 0
+    final = str(tmp_path / "out" / "tiny.mrl_spread.bi_mean" / "final")
+    queries = ["GNU chess engine", "7-Zip file archiver"]
+    ours = Embedder.from_checkpoint(final).encode_queries([f"{inline} {q}" for q in queries])
+    st = SentenceTransformer(final, device="cpu").encode([f" {q}" for q in queries], prompt=inline,
+                                                         normalize_embeddings=True, convert_to_numpy=True)
+    np.testing.assert_allclose(st, ours, atol=1e-5)
