@@ -284,16 +284,18 @@ def test_ctrl_c_exits_130_and_keeps_the_newest_checkpoint(tmp_path, data):
     assert "resumed from" in res.stdout
 
 
-def test_damaged_newest_checkpoint_resumes_from_the_one_before(tmp_path, data):
+def test_damaged_newest_checkpoint_resumes_from_the_one_before(tmp_path, data, capsys):
     cfg = write_config(tmp_path, "f2llm", tiny_qwen3(), data, train_batch_size=4, train_steps=4,
                        checkpointing_steps=2, validation_steps=100, keep_last_n=0, log_interval=1)
-    run_cli(["run.py", "--config", str(cfg)])
+    assert run.main(["--config", str(cfg)]) == 0
     run_dir = tmp_path / "out" / "tiny.f2llm"
     weights = run_dir / "step_4" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-10])
-    res = run_cli(["run.py", "--config", str(cfg), "--resume"])
-    assert "warning: step_4 is damaged (model.safetensors has" in res.stdout
-    assert f"resumed from {run_dir / 'step_2'} at step 2" in res.stdout
+    capsys.readouterr()
+    assert run.main(["--config", str(cfg), "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: step_4 is damaged (model.safetensors has" in out
+    assert f"resumed from {run_dir / 'step_2'} at step 2" in out
     assert [r["step"] for r in read_log(run_dir)] == [1, 2, 3, 4]
 
 

@@ -95,10 +95,12 @@ def test_resume_without_checkpoint_is_one_line_error(tmp_path, data):
     assert res.stderr.strip().splitlines()[-1].startswith("error: --resume latest: no complete checkpoint")
 
 
-def test_planted_pickles_are_never_executed(tmp_path, data):
+def test_planted_pickles_are_never_executed(tmp_path, data, capsys):
     """A checkpoint is data: a pickle planted where accelerate used to unpickle the scheduler, or where it reads
     the optimizer state, never runs; the damaged file is named in one line."""
     import pickle
+
+    import run
 
     pwned = tmp_path / "pwned"
 
@@ -107,20 +109,20 @@ def test_planted_pickles_are_never_executed(tmp_path, data):
             return (os.system, (f"touch {pwned}",))
 
     cfg = config(tmp_path, data, train_steps=4)
-    run_cli(["run.py", "--config", str(cfg)])
+    assert run.main(["--config", str(cfg)]) == 0
     step = tmp_path / "out" / "tiny.mrl_spread.lora.bi_mean" / "step_4"
     (step / "state" / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(Boom()))
-    res = run_cli(["run.py", "--config", str(cfg), "--resume"], check=False)
-    assert res.returncode == 2 and not pwned.exists()
-    assert res.stderr.strip().splitlines()[-1].startswith(f"error: {step}: cannot load the training state")
+    capsys.readouterr()
+    assert run.main(["--config", str(cfg), "--resume"]) == 2 and not pwned.exists()
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        f"error: {step}: cannot load the training state")
     (step / "state" / "custom_checkpoint_0.pkl").unlink()
-    assert "resumed from" in run_cli(["run.py", "--config", str(cfg), "--resume"]).stdout
     # The same payload as the optimizer state, with the manifest updated to match its size.
     payload = pickle.dumps(Boom())
     (step / "state" / "optimizer.bin").write_bytes(payload)
     state = json.loads((step / "trainer_state.json").read_text())
     state["files"]["state/optimizer.bin"] = len(payload)
     (step / "trainer_state.json").write_text(json.dumps(state))
-    res = run_cli(["run.py", "--config", str(cfg), "--resume"], check=False)
-    assert res.returncode == 2 and not pwned.exists()
-    assert res.stderr.strip().splitlines()[-1].startswith(f"error: {step}: cannot load the training state")
+    assert run.main(["--config", str(cfg), "--resume"]) == 2 and not pwned.exists()
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        f"error: {step}: cannot load the training state")
