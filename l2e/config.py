@@ -79,7 +79,8 @@ class Config:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     max_grad_norm: float = 1.0  # 0 disables clipping
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # checkpoint every decoder layer (see memory_budget_gb for fewer)
+    memory_budget_gb: float = 0.0  # > 0: checkpoint as few layers as keep a worst-case step under this (l2e.memory)
     grad_cache: bool = False  # GradCache: large contrastive batches in small mini-batches
     grad_cache_mini_batch: int = 8
     torch_dtype: str = "auto"  # auto = float32 on CPU, bfloat16 on CUDA
@@ -100,6 +101,26 @@ class Config:
     kd_enabled: bool = False  # KL to teacher pos/neg scores (FlagEmbedding)
     kd_weight: float = 1.0
     kd_temperature: float = 1.0
+
+    # --- representation heads beside the dense vector (l2e.heads) ---------------------------------------
+    sparse_enabled: bool = False  # bge-m3 lexical weights: relu(Linear(h)) per token on its vocabulary id
+    sparse_weight: float = 1.0  # weight of its InfoNCE in the total loss
+    sparse_temperature: float = 0.05  # its scores (dot products) / temperature
+    splade_enabled: bool = False  # SPLADE: max over tokens of log(1 + relu(LM-head logits))
+    splade_weight: float = 1.0
+    splade_temperature: float = 1.0  # SPLADE dot products are large; sentence-transformers trains them at scale 1
+    splade_flops_query_weight: float = 5e-5  # FLOPS regulariser on query vectors (sparsity)
+    splade_flops_doc_weight: float = 3e-5  # ... on passage and negative vectors
+    colbert_enabled: bool = False  # multi-vector late interaction (mean MaxSim)
+    colbert_dim: int = 128
+    colbert_weight: float = 1.0
+    colbert_temperature: float = 0.05
+    self_distill_enabled: bool = False  # bge-m3 self-distillation: each head towards the fused score's softmax
+    self_distill_weight: float = 1.0
+    fusion_dense_weight: float = 1.0  # weights of the fused (hybrid) score, for self-distillation and evaluation
+    fusion_sparse_weight: float = 0.3
+    fusion_splade_weight: float = 0.3
+    fusion_colbert_weight: float = 1.0
 
     # --- LoRA (peft) -------------------------------------------------------------------------------------
     lora_enabled: bool = False
@@ -189,10 +210,13 @@ def _range_problems(cfg: Config) -> List[str]:
             p.append(f"{name}={getattr(cfg, name)} must be > 0")
     for name in ["num_hard_neg", "query_max_length", "passage_max_length", "warmup_steps", "keep_last_n",
                  "eval_max_queries", "dataloader_num_workers", "train_epochs", "weight_decay", "max_grad_norm",
-                 "min_lr", "spread_weight", "kd_weight"]:
+                 "min_lr", "spread_weight", "kd_weight", "memory_budget_gb", "sparse_weight", "splade_weight",
+                 "colbert_weight", "splade_flops_query_weight", "splade_flops_doc_weight", "self_distill_weight",
+                 "fusion_dense_weight", "fusion_sparse_weight", "fusion_splade_weight", "fusion_colbert_weight"]:
         if getattr(cfg, name) < 0:
             p.append(f"{name}={getattr(cfg, name)} must be >= 0")
-    for name in ["learning_rate", "temperature", "spread_t", "kd_temperature"]:
+    for name in ["learning_rate", "temperature", "spread_t", "kd_temperature", "sparse_temperature",
+                 "splade_temperature", "colbert_temperature", "colbert_dim"]:
         if getattr(cfg, name) <= 0:
             p.append(f"{name}={getattr(cfg, name)} must be > 0")
     if cfg.min_lr > cfg.learning_rate:
@@ -231,6 +255,12 @@ def _choice_problems(cfg: Config) -> List[str]:
         p.append("lora_target_modules is empty with lora_enabled=true; name modules, e.g. [\"q_proj\", \"v_proj\"]")
     if cfg.quantization != "none" and not cfg.lora_enabled:
         p.append(f"quantization={cfg.quantization!r} needs lora_enabled=true (QLoRA trains adapters on a frozen base)")
+    heads = [h for h in ("sparse", "splade", "colbert") if getattr(cfg, f"{h}_enabled")]
+    if cfg.self_distill_enabled and not heads:
+        p.append("self_distill_enabled=true needs a head to distil into; enable sparse, splade or colbert")
+    if heads and cfg.grad_cache:
+        p.append(f"grad_cache=true does not support the {', '.join(heads)} head(s) yet (it caches dense vectors "
+                 "only); set grad_cache=false or turn the heads off")
     # skip_instruction with eos/last/cls is allowed and changes nothing: their token lies outside the
     # instruction (README, Components).
     return p

@@ -40,6 +40,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -254,22 +255,71 @@ def stable_unit(text: str, seed: int) -> float:
 
 
 # --- tokenized datasets ---------------------------------------------------------------------------------
+#
+# Why memory-mapped: F2LLM's data is 5.9 M rows with 24 negatives each. As Python lists that is tens of GB per
+# process before the model starts (every int an object). Parquet pages are compressed, so they cannot be mapped;
+# each split is therefore converted once, streamed batch by batch, into an uncompressed Arrow IPC file next to
+# it (``.arrow/``), and every process maps that file: resident memory at start-up does not grow with the rows,
+# and processes share the pages.
+
+ARROW_DIR = ".arrow"
+
+
+class ListColumn:
+    """A ``list<int|float>`` Arrow column read row by row: ``col[i]`` is a Python list, nothing is copied up front.
+
+    ``lengths()`` gives every row's length from the offsets alone (no value is touched).
+    """
+
+    def __init__(self, chunked: pa.ChunkedArray):
+        chunks = [c for c in chunked.chunks if len(c)]
+        self._starts = np.cumsum([0] + [len(c) for c in chunks])
+        self._parts = [(c.offsets.to_numpy(), c.values.to_numpy(zero_copy_only=False)) for c in chunks]
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def __getitem__(self, i: int) -> list:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        k = int(np.searchsorted(self._starts, i, side="right")) - 1
+        offsets, values = self._parts[k]
+        j = i - int(self._starts[k])
+        return values[offsets[j]:offsets[j + 1]].tolist()
+
+    def __iter__(self) -> Iterator[list]:
+        return (self[i] for i in range(len(self)))
+
+    def lengths(self) -> np.ndarray:
+        if not self._parts:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([np.diff(offsets) for offsets, _ in self._parts]).astype(np.int64)
+
+
+def row_lengths(column) -> np.ndarray:
+    """Per-row lengths of a ``ListColumn`` (from its offsets) or of any sequence of sequences."""
+    if hasattr(column, "lengths"):
+        return column.lengths()
+    return np.fromiter((len(x) for x in column), dtype=np.int64, count=len(column))
 
 
 @dataclass
 class TokenizedDataset:
-    """One dataset split, as plain lists (ids index ``passages``); see the module docstring for the layout."""
+    """One dataset split (ids index ``passages``); see the module docstring for the layout.
+
+    List columns are memory-mapped :class:`ListColumn` s; per-row scalars are numpy arrays.
+    """
 
     name: str
     task_type: str
     instruction: str
-    passages: List[List[int]]
-    query_ids: List[List[int]]
-    instruction_len: List[int]
-    pos_id: List[int]
-    neg_ids: List[List[int]]
-    pos_score: List[float]
-    neg_scores: List[List[float]]
+    passages: ListColumn
+    query_ids: ListColumn
+    instruction_len: np.ndarray
+    pos_id: np.ndarray
+    neg_ids: ListColumn
+    pos_score: np.ndarray
+    neg_scores: ListColumn
     meta: Dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -293,24 +343,108 @@ def load_tokenized(root: str, split: str = "train") -> List[TokenizedDataset]:
 
 def _load_dataset(folder: str, split: str) -> TokenizedDataset:
     meta = _read_meta(os.path.join(folder, META_FILE))
-    passages = _read_table(os.path.join(folder, PASSAGES_FILE), PASSAGE_SCHEMA)
+    passages, _ = mapped_table(os.path.join(folder, PASSAGES_FILE), PASSAGE_SCHEMA)
     rows_path = os.path.join(folder, f"{split}.parquet")
-    rows = _read_table(rows_path, ROW_SCHEMA)
-    _check_ids(rows_path, rows, passages.num_rows)
-    col = lambda name: rows.column(name).to_pylist()  # noqa: E731
+    rows, id_range = mapped_table(rows_path, ROW_SCHEMA)
+    if id_range and (id_range[0] < 0 or id_range[1] >= passages.num_rows):
+        # A row pointing past passages.parquet would crash the trainer mid-epoch; fail at load instead.
+        bad = id_range[1] if id_range[1] >= passages.num_rows else id_range[0]
+        raise DataError(f"{rows_path}: passage id {bad} out of range ({PASSAGES_FILE} has {passages.num_rows} rows)")
+    scalar = lambda name: rows.column(name).to_numpy()  # noqa: E731  (a copy of 4-8 bytes per row)
     return TokenizedDataset(
         name=meta["name"],
         task_type=meta["task_type"],
         instruction=meta["instruction"],
-        passages=passages.column("input_ids").to_pylist(),
-        query_ids=col("query_ids"),
-        instruction_len=col("instruction_len"),
-        pos_id=col("pos_id"),
-        neg_ids=col("neg_ids"),
-        pos_score=col("pos_score"),
-        neg_scores=col("neg_scores"),
+        passages=ListColumn(passages.column("input_ids")),
+        query_ids=ListColumn(rows.column("query_ids")),
+        instruction_len=scalar("instruction_len"),
+        pos_id=scalar("pos_id"),
+        neg_ids=ListColumn(rows.column("neg_ids")),
+        pos_score=scalar("pos_score"),
+        neg_scores=ListColumn(rows.column("neg_scores")),
         meta=meta,
     )
+
+
+def mapped_table(path: str, schema: pa.Schema):
+    """``(table, (min id, max id) or None)``: ``path`` (parquet) as a memory-mapped Arrow table.
+
+    The Arrow copy lives in ``.arrow/`` beside the parquet file with a small JSON record of the parquet file it
+    was made from (size, modification time) and of the id range of ``pos_id`` / ``neg_ids`` seen while
+    converting, so checking the range later touches no row. A changed parquet file is converted again.
+    """
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: missing; the folder is not a complete tokenize_data.py output")
+    st = os.stat(path)
+    source = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    cache = _arrow_path(path)
+    record = _cache_record(cache)
+    if record is None or record.get("source") != source:
+        record = _convert(path, schema, cache, source)
+    try:
+        table = pa.ipc.open_file(pa.memory_map(cache)).read_all()
+    except (pa.ArrowException, OSError):
+        record = _convert(path, schema, cache, source)  # a damaged copy is rebuilt
+        table = pa.ipc.open_file(pa.memory_map(cache)).read_all()
+    return table, record.get("id_range")
+
+
+def _arrow_path(path: str) -> str:
+    folder, name = os.path.split(os.path.abspath(path))
+    cache_dir = os.path.join(folder, ARROW_DIR)
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        if os.access(cache_dir, os.W_OK):
+            return os.path.join(cache_dir, name + ".arrow")
+    except OSError:
+        pass
+    # A read-only data folder (a shared dataset): keep the copy in the temp folder, keyed by the path.
+    import tempfile
+
+    key = hashlib.blake2b(os.path.abspath(path).encode(), digest_size=8).hexdigest()
+    cache_dir = os.path.join(tempfile.gettempdir(), "l2e_arrow_cache", key)
+    os.makedirs(cache_dir, exist_ok=True)
+    return os.path.join(cache_dir, name + ".arrow")
+
+
+def _cache_record(cache: str) -> Optional[dict]:
+    try:
+        with open(cache + ".json") as f:
+            record = json.load(f)
+        return record if os.path.isfile(cache) else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _convert(path: str, schema: pa.Schema, cache: str, source: dict) -> dict:
+    """Stream the parquet file into an uncompressed Arrow IPC file (memory bounded by one batch)."""
+    from l2e.atomic import atomic_file
+
+    try:
+        pf = pq.ParquetFile(path)
+        names = pf.schema_arrow.names
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: corrupt parquet file ({e})") from None
+    missing = [name for name in schema.names if name not in names]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; re-run tokenize_data.py")
+    lo = hi = None
+    with atomic_file(cache) as tmp, pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        try:
+            for batch in pf.iter_batches(batch_size=65536, columns=schema.names):
+                batch = pa.RecordBatch.from_arrays([batch.column(n).cast(schema.field(n).type) for n in schema.names],
+                                                   schema=schema)
+                writer.write_batch(batch)
+                if "pos_id" in schema.names and batch.num_rows:
+                    ids = pa.chunked_array([batch.column("pos_id"), pc.list_flatten(batch.column("neg_ids"))], pa.int64())
+                    b_lo, b_hi = (v.as_py() for v in pc.min_max(ids).values())
+                    lo, hi = (b_lo, b_hi) if lo is None else (min(lo, b_lo), max(hi, b_hi))
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"{path}: corrupt parquet file ({e})") from None
+    record = {"source": source, "id_range": None if lo is None else [lo, hi]}
+    with atomic_file(cache + ".json") as tmp, open(tmp, "w") as f:
+        json.dump(record, f)
+    return record
 
 
 def read_json(path: str) -> Any:
@@ -330,30 +464,6 @@ def _read_meta(path: str) -> Dict[str, Any]:
     if missing:
         raise DataError(f"{path}: missing key(s) {', '.join(missing)}")
     return meta
-
-
-def _read_table(path: str, schema: pa.Schema) -> pa.Table:
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: missing; the folder is not a complete tokenize_data.py output")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as e:
-        raise DataError(f"{path}: corrupt parquet file ({e})") from None
-    missing = [name for name in schema.names if name not in table.column_names]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; re-run tokenize_data.py")
-    return table.select(schema.names)
-
-
-def _check_ids(path: str, rows: pa.Table, n_passages: int) -> None:
-    """A row pointing past passages.parquet would crash the trainer mid-epoch; fail at load instead."""
-    ids = pa.chunked_array(rows.column("pos_id").chunks + pc.list_flatten(rows.column("neg_ids")).chunks, pa.int64())
-    if len(ids) == 0:
-        return
-    lo, hi = pc.min_max(ids).values()
-    if lo.as_py() < 0 or hi.as_py() >= n_passages:
-        bad = hi.as_py() if hi.as_py() >= n_passages else lo.as_py()
-        raise DataError(f"{path}: passage id {bad} out of range ({PASSAGES_FILE} has {n_passages} rows)")
 
 
 # --- BEIR folders (evaluation and hard-negative mining) -------------------------------------------------

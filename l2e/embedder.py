@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -61,12 +61,60 @@ class Embedder:
         if dim is not None and not 0 < dim <= self.dim:
             raise ValueError(f"dim={dim} must be between 1 and the model's hidden size {self.dim}")
         texts = list(texts)
+        out = np.zeros((len(texts), dim or self.dim), dtype=np.float32)
+        for rows, batch in self._batches(texts, instruction, batch_size, max_length, separator, show_progress):
+            with torch.inference_mode():
+                emb = self.model(batch["input_ids"], batch["attention_mask"], batch["pool_mask"])  # (batch, hidden)
+            emb = emb[:, :dim] if dim else emb
+            out[rows] = torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy()
+        return out
+
+    def encode_reps(self, texts: Sequence[str], names: Sequence[str] = ("dense",), instruction: Optional[str] = None,
+                    batch_size: int = 32, max_length: Optional[int] = None, show_progress: bool = False,
+                    separator: Optional[str] = None) -> Dict[str, object]:
+        """Every representation ``names`` asks for, from one pass: ``dense`` (n, hidden) unit vectors;
+        ``sparse`` / ``splade`` a ``scipy.sparse.csr_matrix`` (n, vocab); ``colbert`` a list of (tokens, dim)
+        unit-vector arrays (real tokens only)."""
+        import scipy.sparse
+
+        texts = list(texts)
+        unknown = [n for n in names if n != "dense" and n not in self.model.heads]
+        if unknown:
+            raise L2EError(f"this model has no {', '.join(unknown)} head (it has: "
+                           f"{', '.join(['dense', *self.model.heads]) })")
+        parts: Dict[str, list] = {n: [] for n in names}
+        order: List[int] = []
+        for rows, batch in self._batches(texts, instruction, batch_size, max_length, separator, show_progress):
+            with torch.inference_mode():
+                reps = self.model.encode_all(batch["input_ids"], batch["attention_mask"], batch["pool_mask"])
+            order += rows
+            for name in names:
+                if name == "dense":
+                    parts[name].append(torch.nn.functional.normalize(reps["dense"].float(), dim=-1).cpu().numpy())
+                elif name == "colbert":
+                    mask = reps["colbert_mask"].cpu()
+                    parts[name] += [v[m].cpu().numpy() for v, m in zip(reps["colbert"], mask)]
+                else:
+                    parts[name].append(scipy.sparse.csr_matrix(reps[name].float().cpu().numpy()))
+        inverse = np.argsort(np.asarray(order, dtype=np.int64)) if order else np.zeros(0, dtype=np.int64)
+        out: Dict[str, object] = {}
+        for name, chunks in parts.items():
+            if name == "dense":
+                out[name] = np.concatenate(chunks)[inverse] if chunks else np.zeros((0, self.dim), np.float32)
+            elif name == "colbert":
+                out[name] = [chunks[i] for i in inverse]
+            else:
+                out[name] = scipy.sparse.vstack(chunks).tocsr()[inverse] if chunks else scipy.sparse.csr_matrix(
+                    (0, self.model.backbone.config.vocab_size), dtype=np.float32)
+        return out
+
+    def _batches(self, texts, instruction, batch_size, max_length, separator, show_progress):
+        """``(row indices, device tensors)`` per batch, longest texts first (less padding), in eval mode."""
         if separator and not instruction:
             ids, inst_lens = encode_inline(self.tokenizer, texts, max_length or self.max_length, separator)
         else:
             ids, inst_lens = encode_texts(self.tokenizer, texts, max_length or self.max_length, instruction or None)
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # longest first: an OOM shows up at once
-        out = np.zeros((len(ids), dim or self.dim), dtype=np.float32)
         starts = range(0, len(order), batch_size)
         if show_progress:
             from tqdm.auto import tqdm
@@ -77,18 +125,10 @@ class Embedder:
         try:
             for start in starts:
                 rows = order[start : start + batch_size]
-                out[rows] = self._encode_batch([ids[i] for i in rows], [inst_lens[i] for i in rows], dim)
+                batch = pad_batch([ids[i] for i in rows], self.tokenizer.pad_token_id, [inst_lens[i] for i in rows])
+                yield rows, {k: v.to(self.device) for k, v in batch.items()}
         finally:
             self.model.train(was_training)
-        return out
-
-    @torch.inference_mode()
-    def _encode_batch(self, seqs, inst_lens, dim: Optional[int]) -> np.ndarray:
-        batch = pad_batch(seqs, self.tokenizer.pad_token_id, inst_lens)
-        batch = {k: v.to(self.device) for k, v in batch.items()}
-        emb = self.model(batch["input_ids"], batch["attention_mask"], batch["pool_mask"])  # (batch, hidden)
-        emb = emb[:, :dim] if dim else emb
-        return torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy()
 
     def encode_queries(self, texts: Sequence[str], **kwargs) -> np.ndarray:
         """Queries carry the stored instruction (``query_instruction``) and their own max length. With no

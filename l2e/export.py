@@ -19,6 +19,8 @@ import json
 import os
 from typing import Optional
 
+import torch
+
 from l2e.atomic import atomic_dir
 from l2e.settings import ModelSettings
 from l2e.tokens import is_decoder_tokenizer
@@ -45,13 +47,94 @@ def export_final(model, tokenizer, folder: str, *, merge_lora: bool = True, trai
         with atomic_dir(folder) as tmp:
             merge_and_save(model, tmp, tokenizer)
             write_sentence_transformers_files(tmp, tokenizer, model.current_settings(), model.hidden_size)
+            write_head_exports(tmp, model)
             _write_config(tmp, training_config)
         return folder
     with atomic_dir(folder) as tmp:
         model.save(tmp, tokenizer)
         write_sentence_transformers_files(tmp, tokenizer, model.current_settings(), model.hidden_size)
+        write_head_exports(tmp, model)
         _write_config(tmp, training_config)
     return folder
+
+
+HEAD_FOLDERS = {"sparse": "sparse_encoder", "splade": "splade_encoder", "colbert": "multi_vector_encoder"}
+
+
+def write_head_exports(folder: str, model) -> dict:
+    """Each representation head in its peer's layout, in a sub-folder of the exported ``folder``:
+
+    - ``sparse_encoder/``: sentence-transformers ``SparseEncoder`` with l2e's ``LexicalWeights`` module
+      (load with ``trust_remote_code=True``, l2e installed);
+    - ``splade_encoder/``: ``SparseEncoder`` = causal-LM ``Transformer`` (LM head tied to the input embeddings,
+      as l2e's SPLADE head reads it) + ``SpladePooling(max, relu)``; all built-in;
+    - ``multi_vector_encoder/``: ``MultiVectorEncoder`` = ``Transformer`` + ``Dense`` (the ColBERT projection) +
+      ``MultiVectorMask`` + ``Normalize``, similarity ``meanmaxsim``; all built-in.
+    Each holds its own copy of the backbone (sentence-transformers loads a module from its folder).
+    Returns ``{head: sub-folder}``.
+    """
+    settings = model.current_settings()
+    builders = {"sparse": _lexical_encoder, "splade": _splade_encoder, "colbert": _multi_vector_encoder}
+    out = {}
+    for head in settings.heads:
+        target = os.path.join(folder, HEAD_FOLDERS[head])
+        builders[head](folder, model, settings).save(target)
+        out[head] = target
+    return out
+
+
+def _text_transformer(folder: str, settings: ModelSettings, **kwargs):
+    from sentence_transformers.base.modules.transformer import Transformer
+
+    # A pinned text modality: SmolLM2's tokenizer has a chat template, and sentence-transformers would otherwise
+    # render plain strings through it.
+    modality = {"text": {"method": "forward", "method_output_name": kwargs.pop("output", "last_hidden_state")}}
+    return Transformer(folder, max_seq_length=settings.passage_max_length, modality_config=modality,
+                       module_output_name="token_embeddings", **kwargs)
+
+
+def _prompts(settings: ModelSettings) -> dict:
+    return {"query": settings.query_instruction, "document": ""}
+
+
+def _lexical_encoder(folder: str, model, settings: ModelSettings):
+    from sentence_transformers import SparseEncoder
+
+    from l2e.st_modules import LexicalWeights
+
+    head = model.heads["sparse"]
+    module = LexicalWeights(model.hidden_size, head.vocab_size, settings.special_token_ids)
+    module.linear.load_state_dict(head.linear.state_dict())
+    return SparseEncoder(modules=[_text_transformer(folder, settings), module], prompts=_prompts(settings),
+                         similarity_fn_name="dot", device="cpu")
+
+
+def _splade_encoder(folder: str, model, settings: ModelSettings):
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.sparse_encoder.modules import SpladePooling
+
+    transformer = _text_transformer(folder, settings, output="logits", transformer_task="text-generation",
+                                    processing_kwargs={"text": {"logits_to_keep": 0}},
+                                    config_kwargs={"tie_word_embeddings": True})
+    pooling = SpladePooling("max", activation_function="relu", embedding_dimension=model.backbone.config.vocab_size)
+    return SparseEncoder(modules=[transformer, pooling], prompts=_prompts(settings), similarity_fn_name="dot",
+                         device="cpu")
+
+
+def _multi_vector_encoder(folder: str, model, settings: ModelSettings):
+    from sentence_transformers import MultiVectorEncoder
+    from sentence_transformers.base.modules.dense import Dense
+    from sentence_transformers.base.modules.normalize import Normalize
+    from sentence_transformers.multi_vector_encoder.modules.multi_vector_mask import MultiVectorMask
+
+    linear = model.heads["colbert"].linear
+    dense = Dense(linear.in_features, linear.out_features, bias=False, activation_function=torch.nn.Identity(),
+                  module_input_name="token_embeddings", module_output_name="token_embeddings")
+    dense.linear.load_state_dict(linear.state_dict())
+    modules = [_text_transformer(folder, settings), dense, MultiVectorMask(skiplist_words=[]),
+               Normalize(module_input_name="token_embeddings", module_output_name="token_embeddings")]
+    return MultiVectorEncoder(modules=modules, prompts=_prompts(settings), similarity_fn_name="meanmaxsim",
+                              device="cpu")
 
 
 def _write_config(folder: str, training_config) -> None:

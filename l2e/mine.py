@@ -40,6 +40,7 @@ from l2e.errors import L2EError
 from l2e.settings import SETTINGS_FILE
 
 FAISS_AUTO = 1_000_000  # pools this large use faiss when it is installed (multi-threaded BLAS, same results)
+SCORERS = ("dense", "sparse", "splade", "colbert", "hybrid", "bm25")
 
 
 class MineError(L2EError, ValueError):
@@ -113,8 +114,18 @@ def mine_negatives(query_emb: np.ndarray, corpus_emb: np.ndarray, pos_index: Lis
     _check_mine_args(query_emb, corpus_emb, pos_index, range_start, range_end, num_neg, exclude)
     scores, idx = search_topk(query_emb, corpus_emb, range_end, block, use_faiss, show_progress)
     pos_scores = [float(np.max(corpus_emb[p] @ query_emb[i])) for i, p in enumerate(pos_index)]
+    return select_negatives(scores, idx, pos_scores, pos_index, range_start=range_start, num_neg=num_neg,
+                            relative_margin=relative_margin, absolute_margin=absolute_margin, seed=seed,
+                            exclude=exclude)
+
+
+def select_negatives(scores: np.ndarray, idx: np.ndarray, pos_scores: List[float], pos_index: List[List[int]], *,
+                     range_start: int, num_neg: int, relative_margin: Optional[float] = None,
+                     absolute_margin: Optional[float] = None, seed: int = 0,
+                     exclude: Optional[List[List[int]]] = None):
+    """The selection of :func:`mine_negatives` on ranked candidates ``(scores, idx)`` (n, END) from any search."""
     neg_indices, neg_scores, drops = [], [], Counter()
-    for i in range(len(query_emb)):
+    for i in range(len(idx)):
         banned = set(pos_index[i]) | set(exclude[i] if exclude else ())
         keep, row_drops = filter_window(idx[i, range_start:], scores[i, range_start:], banned, pos_scores[i],
                                         relative_margin, absolute_margin)
@@ -123,6 +134,37 @@ def mine_negatives(query_emb: np.ndarray, corpus_emb: np.ndarray, pos_index: Lis
         neg_indices.append([int(idx[i, range_start + keep[c]]) for c in chosen])
         neg_scores.append([float(scores[i, range_start + keep[c]]) for c in chosen])
     return neg_indices, neg_scores, pos_scores, mine_stats(neg_indices, num_neg, drops)
+
+
+def scorer_candidates(scorer, rows: List[dict], pos_index: List[List[int]], k: int, default_instruction: str,
+                      block: int = 256, show_progress: bool = False):
+    """``(scores, idx, pos_scores)`` of every row with an ``l2e.search`` scorer (a head, hybrid, BM25): the top
+    ``k`` of the indexed pool (ties by pool index) and each positive's score. A row's ``prompt`` replaces the
+    default instruction."""
+    n = len(rows)
+    scores, idx = np.zeros((n, k), np.float32), np.zeros((n, k), np.int64)
+    pos_scores = [0.0] * n
+    groups: Dict[Optional[str], List[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(row.get("prompt"), []).append(i)
+    blocks = [(prompt, members[s:s + block]) for prompt, members in groups.items()
+              for s in range(0, len(members), block)]
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        blocks = tqdm(blocks, desc="search", unit="block")
+    for prompt, members in blocks:
+        instruction = default_instruction if prompt is None else prompt
+        full = scorer.score([rows[i]["query"] for i in members], instruction)  # (block, pool)
+        kk = min(k, full.shape[1])
+        part = np.argpartition(-full, kk - 1, axis=1)[:, :kk]
+        vals = np.take_along_axis(full, part, 1)
+        order = np.lexsort((part, -vals), axis=1)
+        scores[members, :kk] = np.take_along_axis(vals, order, 1)
+        idx[members, :kk] = np.take_along_axis(part, order, 1)
+        for r, i in enumerate(members):
+            pos_scores[i] = [float(v) for v in full[r, pos_index[i]]]
+    return scores, idx, pos_scores
 
 
 def _check_mine_args(query_emb, corpus_emb, pos_index, range_start, range_end, num_neg, exclude) -> None:
@@ -185,7 +227,7 @@ class MineOptions:
 
     input: str
     output: str
-    model: str
+    model: str = ""
     output_format: str = "jsonl"
     gguf_file: str = ""
     corpus: Optional[str] = None
@@ -202,6 +244,8 @@ class MineOptions:
     block: int = 1024
     faiss: bool = False
     max_rows: int = 0
+    scorer: str = "dense"  # dense, sparse, splade, colbert (the model's heads), hybrid, or bm25 (no model)
+    hybrid_weights: Optional[dict] = None  # --scorer hybrid: {name: weight}; default the model's fusion weights
 
     @property
     def window(self) -> Tuple[int, int]:
@@ -238,11 +282,17 @@ def check_options(o: MineOptions) -> None:
         problems.append(f"--absolute_margin {o.absolute_margin}: expected >= 0, e.g. 0.05")
     if o.faiss and importlib.util.find_spec("faiss") is None:
         problems.append("--faiss: faiss is not installed (pip install faiss-cpu, or leave --faiss out)")
+    if o.scorer not in SCORERS:
+        problems.append(f"--scorer {o.scorer!r}: use one of {', '.join(SCORERS)}")
+    if o.scorer != "dense" and o.faiss:
+        problems.append("--faiss searches dense vectors only; leave it out with --scorer " + o.scorer)
     if os.path.abspath(o.output) == os.path.abspath(o.input):
         problems.append(f"--output {o.output!r} is the input file; write the mined rows elsewhere")
     try:
-        o.model = resolve_package_path(o.model)
-        if not os.path.exists(o.model) and not is_hub_id(o.model):
+        if not o.model and o.scorer != "bm25":
+            raise ConfigError("--model", [f"--model is needed for --scorer {o.scorer} (only bm25 needs none)"])
+        o.model = resolve_package_path(o.model) if o.model else ""
+        if o.model and not os.path.exists(o.model) and not is_hub_id(o.model):
             problems.append(f"--model {o.model!r}: no such file or folder (an l2e checkpoint, a Hugging Face / "
                             "sentence-transformers folder or a .gguf file)")
     except ConfigError as e:
@@ -330,14 +380,10 @@ def encode_queries(embedder, rows: List[dict], batch_size: int) -> np.ndarray:
     return emb[[position[key] for key in keys]]
 
 
-def mined_rows(rows, texts, pos_index, negs, neg_scores, query_emb, corpus_emb) -> List[dict]:
+def mined_rows(rows, texts, negs, neg_scores, positive_scores: List[List[float]]) -> List[dict]:
     """Input rows with ``neg``, ``neg_scores`` and ``pos_scores`` (one per positive) from the miner."""
-    out = []
-    for i, row in enumerate(rows):
-        pos_scores = corpus_emb[pos_index[i]] @ query_emb[i]
-        out.append({**row, "neg": [texts[j] for j in negs[i]], "neg_scores": [round(s, 6) for s in neg_scores[i]],
-                    "pos_scores": [round(float(s), 6) for s in pos_scores]})
-    return out
+    return [{**row, "neg": [texts[j] for j in negs[i]], "neg_scores": [round(s, 6) for s in neg_scores[i]],
+             "pos_scores": [round(float(s), 6) for s in positive_scores[i]]} for i, row in enumerate(rows)]
 
 
 def write_jsonl(path: str, rows: List[dict]) -> None:
@@ -381,31 +427,66 @@ def run(o: MineOptions) -> Dict:
     rows = load_rows(o.input, o.max_rows)
     texts, pos_index, exclude = build_pool(rows, read_corpus(o.corpus) if o.corpus else ())
     tick = time.perf_counter()
-    embedder = load_embedder(o)
+    embedder = load_embedder(o) if o.scorer != "bm25" else None
     times["load_model_s"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    query_emb = encode_queries(embedder, rows, o.batch_size)
-    times["encode_queries_s"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    corpus_emb = embedder.encode_corpus(texts, batch_size=o.batch_size, max_length=o.max_length, show_progress=True)
-    times["encode_corpus_s"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    negs, neg_scores, _, stats = mine_negatives(
-        query_emb, corpus_emb, pos_index, range_start=range_start, range_end=range_end,
-        num_neg=o.negative_number, relative_margin=o.relative_margin, absolute_margin=o.absolute_margin,
-        seed=o.seed, block=o.block, exclude=exclude, show_progress=True,
-        use_faiss=o.faiss or (len(texts) >= FAISS_AUTO and importlib.util.find_spec("faiss") is not None))
+    selection = dict(range_start=range_start, num_neg=o.negative_number, relative_margin=o.relative_margin,
+                     absolute_margin=o.absolute_margin, seed=o.seed, exclude=exclude)
+    if o.scorer == "dense":
+        tick = time.perf_counter()
+        query_emb = encode_queries(embedder, rows, o.batch_size)
+        times["encode_queries_s"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        corpus_emb = embedder.encode_corpus(texts, batch_size=o.batch_size, max_length=o.max_length,
+                                            show_progress=True)
+        times["encode_corpus_s"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        use_faiss = o.faiss or (len(texts) >= FAISS_AUTO and importlib.util.find_spec("faiss") is not None)
+        scores, idx = search_topk(query_emb, corpus_emb, range_end, o.block, use_faiss, show_progress=True)
+        positive_scores = [[float(v) for v in corpus_emb[p] @ query_emb[i]] for i, p in enumerate(pos_index)]
+    else:
+        tick = time.perf_counter()
+        scorer = build_scorer(o, embedder)
+        scorer.index(texts)
+        times["index_s"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        default = embedder.query_instruction if embedder is not None else ""
+        scores, idx, positive_scores = scorer_candidates(scorer, rows, pos_index, range_end, default, o.block,
+                                                         show_progress=True)
+    negs, neg_scores, _, stats = select_negatives(scores, idx, [max(p) for p in positive_scores], pos_index,
+                                                  **selection)
     times["search_select_s"] = time.perf_counter() - tick
-    out = mined_rows(rows, texts, pos_index, negs, neg_scores, query_emb, corpus_emb)
+    out = mined_rows(rows, texts, negs, neg_scores, positive_scores)
     if o.output_format == "parquet":
         stats["parquet_rows_dropped_short"] = write_parquet(o.output, out, o.negative_number)
     else:
         write_jsonl(o.output, out)
     times["total_s"] = time.perf_counter() - t0
-    stats = {"input": o.input, "output": o.output, "model": o.model, "pool": len(texts),
+    stats = {"input": o.input, "output": o.output, "model": o.model, "scorer": o.scorer, "pool": len(texts),
              "range": [range_start, range_end], "negative_number": o.negative_number,
              "relative_margin": o.relative_margin, "absolute_margin": o.absolute_margin, "seed": o.seed,
              **stats, "time": {k: round(v, 2) for k, v in times.items()}}
     with atomic_file(stats_path(o.output)) as tmp, open(tmp, "w") as f:
         json.dump(stats, f, indent=2)
     return stats
+
+
+def build_scorer(o: MineOptions, embedder):
+    """The ``l2e.search`` scorer ``--scorer`` names: a head of the model, their hybrid, or BM25."""
+    from l2e.search import BM25Scorer, FusedScorer, Reps, RepScorer
+
+    if o.scorer == "bm25":
+        return BM25Scorer()
+    heads = list(embedder.model.heads)
+    if o.scorer != "hybrid":
+        if o.scorer not in heads:
+            raise MineError(f"--scorer {o.scorer}: the model has no such head (it has: {', '.join(['dense', *heads])})")
+        return RepScorer(Reps(embedder, [o.scorer], batch_size=o.batch_size, max_length=o.max_length,
+                              show_progress=True), o.scorer)
+    weights = o.hybrid_weights or dict(embedder.model.settings.hybrid_weights) or {"dense": 1.0}
+    unknown = [n for n in weights if n not in heads + ["dense", "bm25"]]
+    if unknown:
+        raise MineError(f"--hybrid_weights: the model has no {', '.join(unknown)} head")
+    reps = Reps(embedder, [n for n in weights if n != "bm25"], batch_size=o.batch_size, max_length=o.max_length,
+                show_progress=True)
+    scorers = {n: (BM25Scorer() if n == "bm25" else RepScorer(reps, n)) for n in weights}
+    return FusedScorer(scorers, weights)

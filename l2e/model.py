@@ -23,6 +23,8 @@ from l2e.pooling import get_pooling
 from l2e.errors import ModelError, one_line
 from l2e.settings import SETTINGS_FILE, ModelSettings  # noqa: F401  (SETTINGS_FILE: re-exported)
 
+HEADS_FILE = "l2e_heads.safetensors"
+
 
 class ModelNotAvailableError(ModelError):
     """``model_path`` is neither a local folder/file nor a cached hub id that may be used offline."""
@@ -36,11 +38,16 @@ class EmbeddingModel(nn.Module):
     pass it.
     """
 
-    def __init__(self, backbone: nn.Module, settings: ModelSettings):
+    def __init__(self, backbone: nn.Module, settings: ModelSettings, heads: Optional[nn.ModuleDict] = None):
         super().__init__()
         get_pooling(settings.pooling_mode)  # fail now, with the valid names, not at the first batch
         self.backbone = backbone
         self.settings = settings
+        if heads is None and settings.heads:
+            from l2e.heads import build_heads
+
+            heads = build_heads(settings.heads, backbone, settings.colbert_dim, settings.special_token_ids)
+        self.heads = heads if heads is not None else nn.ModuleDict()
 
     @property
     def pooling_mode(self) -> str:
@@ -58,14 +65,32 @@ class EmbeddingModel(nn.Module):
     def is_adapter(self) -> bool:
         return _is_peft(self.backbone)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                pool_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def token_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(batch, seq, hidden) last hidden states."""
         # Positions counted over real tokens: a left-padded text gets the same positions (and the same
         # states) as when unpadded. transformers would otherwise number the padding too.
         position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (batch, seq)
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        return out.last_hidden_state
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                pool_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The pooled dense embedding (batch, hidden), float32, not normalised."""
+        return self._pool(self.token_states(input_ids, attention_mask), attention_mask, pool_mask)
+
+    def encode_all(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   pool_mask: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """One backbone pass, every representation: ``dense`` (batch, hidden) and each head's (l2e.heads)."""
+        from l2e.heads import head_reps
+
+        hidden = self.token_states(input_ids, attention_mask)
+        # The lexical head never weighs instruction tokens (the same for every query), whatever skip_instruction says.
+        reps = head_reps(self.heads, hidden, input_ids, attention_mask, pool_mask)
+        return {"dense": self._pool(hidden, attention_mask, pool_mask), **reps}
+
+    def _pool(self, hidden, attention_mask, pool_mask):
         pool = get_pooling(self.pooling_mode)
-        return pool(out.last_hidden_state, attention_mask, pool_mask if self.skip_instruction else None)
+        return pool(hidden, attention_mask, pool_mask if self.skip_instruction else None)
 
     def current_settings(self) -> ModelSettings:
         """``settings`` with what the backbone is now (adapter or merged, causal or not)."""
@@ -77,7 +102,25 @@ class EmbeddingModel(nn.Module):
         self.backbone.save_pretrained(out_dir)
         if tokenizer is not None:
             tokenizer.save_pretrained(out_dir)
+        if any(True for _ in self.heads.parameters()):
+            from safetensors.torch import save_file
+
+            state = {k: v.detach().contiguous() for k, v in self.heads.state_dict().items()}
+            save_file(state, os.path.join(out_dir, HEADS_FILE), metadata={"format": "pt"})
         self.current_settings().save(out_dir)
+
+    def load_heads(self, folder: str) -> None:
+        """The heads' weights saved next to the backbone (a missing or damaged file is one line)."""
+        if not any(True for _ in self.heads.parameters()):
+            return
+        from safetensors.torch import load_file
+
+        path = os.path.join(folder, HEADS_FILE)
+        try:
+            self.heads.load_state_dict(load_file(path))
+        except Exception as e:  # noqa: BLE001 -- missing, truncated or of another shape
+            raise ModelError(f"{path}: cannot load the {', '.join(self.settings.heads)} head weights "
+                             f"({type(e).__name__}: {one_line(str(e))[:200]})") from e
 
 
 def _is_peft(module: nn.Module) -> bool:
@@ -233,44 +276,7 @@ def check_tokenizer(tokenizer, where: str) -> None:
 def enable_gradient_checkpointing(backbone: nn.Module) -> None:
     # Non-reentrant checkpointing: gradients reach LoRA weights even though the (frozen) inputs need no grad,
     # so no enable_input_require_grads hook is needed.
-    backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-
-def _linear_names(model: nn.Module) -> list:
-    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)})
-
-
-def apply_lora(backbone: nn.Module, cfg) -> nn.Module:
-    """Wrap ``backbone`` with LoRA adapters (new, or continued from ``cfg.lora_adapter_path``)."""
-    from peft import LoraConfig, PeftModel, get_peft_model
-
-    if cfg.lora_adapter_path:
-        try:
-            return PeftModel.from_pretrained(backbone, cfg.lora_adapter_path, is_trainable=True)
-        except Exception as e:  # noqa: BLE001 -- a foreign or damaged adapter folder
-            raise ModelError(f"lora_adapter_path={cfg.lora_adapter_path!r}: cannot load a LoRA adapter "
-                             f"({type(e).__name__}: {one_line(str(e))[:300]})") from e
-    lora = LoraConfig(task_type=cfg.lora_task_type, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                      lora_dropout=cfg.lora_dropout, bias=cfg.lora_bias, target_modules=list(cfg.lora_target_modules))
-    try:
-        return get_peft_model(backbone, lora)
-    except ValueError as e:
-        raise _lora_error(e, cfg, backbone) from None
-
-
-def _lora_error(err: ValueError, cfg, backbone: nn.Module) -> Exception:
-    """peft's errors restated in config terms (what to change in the JSON)."""
-    targets, model_type = list(cfg.lora_target_modules), backbone.config.model_type
-    if "not found in the base model" in str(err):
-        return ModelError(f"lora_target_modules={targets} match no layer of this {model_type} model; "
-                          f"its linear layers are: {', '.join(_linear_names(backbone))}")
-    if "lora_dropout != 0" in str(err):
-        # transformers 5 fuses MoE experts (DeepSeek-V3, Qwen3-MoE) into 3-D parameters; peft maps
-        # gate_proj/up_proj/down_proj onto them with a wrapper that cannot apply dropout.
-        return ModelError(f"lora_dropout={cfg.lora_dropout} cannot be used on the fused MoE experts of this "
-                          f"{model_type} model (targeted through gate_proj/up_proj/down_proj); set lora_dropout=0, "
-                          "or drop those names from lora_target_modules to adapt attention only")
-    return err
+    backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
 
 def source_settings(model_path: str, gguf_file: str = "") -> Dict[str, str]:
@@ -295,8 +301,11 @@ def build_model(cfg) -> Tuple[EmbeddingModel, Any]:
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(backbone)
     if cfg.lora_enabled:
+        from l2e.lora import apply_lora, compact_lora_dropout
+
         backbone = apply_lora(backbone, cfg)
-    return EmbeddingModel(backbone, ModelSettings.from_config(cfg)), tokenizer
+        compact_lora_dropout(backbone)
+    return EmbeddingModel(backbone, ModelSettings.from_config(cfg, tokenizer.all_special_ids)), tokenizer
 
 
 def _is_kbit(backbone: nn.Module) -> bool:
@@ -351,4 +360,6 @@ def load_embedding_model(ckpt_dir: str, torch_dtype: str = "auto", attn_implemen
     else:
         backbone = load_backbone(ckpt_dir, "", torch_dtype, attn_implementation)
         set_bidirectional(backbone, settings.bi_attn_enabled)
-    return EmbeddingModel(backbone, settings).eval(), load_tokenizer(ckpt_dir)
+    model = EmbeddingModel(backbone, settings)
+    model.load_heads(ckpt_dir)
+    return model.eval(), load_tokenizer(ckpt_dir)

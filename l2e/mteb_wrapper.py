@@ -253,6 +253,27 @@ def run_mteb(encoder: EmbedderEncoder, tasks: list, dims: Sequence[int], *, batc
     return rows
 
 
+def run_search(search, tasks: list, *, output_folder: Optional[str] = None, show_progress: bool = False,
+               dim: int = 0) -> List[dict]:
+    """Score an ``l2e.search.MtebSearch`` (any representation, BM25, a fusion) on ``tasks`` with MTEB."""
+    rows = []
+    with _datasets_bars(show_progress):
+        result = mteb.evaluate(search, tasks, cache=None, overwrite_strategy="always", co2_tracker=False,
+                               show_progress_bar=show_progress)
+    for task_result in result.task_results:
+        if output_folder:
+            folder = Path(output_folder) / safe_name(search.name)
+            folder.mkdir(parents=True, exist_ok=True)
+            task_result.to_disk(folder / f"{safe_name(task_result.task_name)}.json")
+        row = summary_row(task_result, search.name, dim)
+        stats = search.stats
+        row["index_bytes_per_doc"] = stats.get("index_bytes_per_doc")
+        # Query encoding, scoring against the whole corpus and top-k, per query (queries batched).
+        row["query_ms"] = 1000 * stats["search_s"] / max(1, stats["queries"])
+        rows.append(row)
+    return rows
+
+
 def evaluate_retrieval(embedder, data_dir: str, *, max_queries: int = 0, dims: Optional[Sequence[int]] = None,
                        query_instruction: Optional[str] = None, batch_size: int = 32,
                        output_folder: Optional[str] = None, document_instruction: Optional[str] = None,
@@ -274,11 +295,21 @@ def evaluate_retrieval(embedder, data_dir: str, *, max_queries: int = 0, dims: O
 
 
 def format_table(rows: Sequence[dict]) -> str:
-    """Markdown table: one row per (model, dim, task), the four headline metrics."""
+    """Markdown table: one row per (model, dim, task), the four headline metrics (and, for exact-search rows,
+    the index bytes per document and ms per query)."""
+    extra = any("query_ms" in r for r in rows)
     head = "| model | dim | task | " + " | ".join(title for title, _ in TABLE_COLUMNS) + " |"
     rule = "|---|---:|---|" + "---:|" * len(TABLE_COLUMNS)
-    body = [f"| {r['model']} | {r['dim']} | {r['task']} | " + " | ".join(f"{r[key]:.4f}" for _, key in TABLE_COLUMNS)
-            + " |" for r in rows]
+    if extra:
+        head, rule = head + " index B/doc | ms/query |", rule + "---:|---:|"
+    body = []
+    for r in rows:
+        line = f"| {r['model']} | {r['dim'] or ''} | {r['task']} | " + " | ".join(
+            f"{r[key]:.4f}" for _, key in TABLE_COLUMNS) + " |"
+        if extra:
+            size = f"{r['index_bytes_per_doc']:.0f}" if r.get("index_bytes_per_doc") is not None else ""
+            line += f" {size} | {r['query_ms']:.1f} |" if "query_ms" in r else " | |"
+        body.append(line)
     return "\n".join([head, rule, *body]) + "\n"
 
 

@@ -11,12 +11,13 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 from l2e.errors import L2EError
 
 SETTINGS_FILE = "l2e_model.json"
 POOLING_MODES = ("eos", "last", "mean", "weighted_mean", "cls")
+HEAD_NAMES = ("sparse", "splade", "colbert")  # l2e.heads.HEAD_NAMES (kept here: no torch import for configs)
 
 
 class SettingsError(L2EError):
@@ -35,6 +36,10 @@ class ModelSettings:
     base_model_path: str = ""  # where the base weights live (an adapter checkpoint needs them)
     gguf_file: str = ""
     is_adapter: bool = False  # the folder holds a peft LoRA adapter on base_model_path, not full weights
+    heads: Tuple[str, ...] = ()  # representations besides dense: "sparse" (lexical), "splade", "colbert"
+    colbert_dim: int = 128  # width of the multi-vector head's token vectors
+    special_token_ids: Tuple[int, ...] = ()  # ids the lexical head never weighs (the tokenizer's special tokens)
+    hybrid_weights: Tuple[Tuple[str, float], ...] = ()  # (representation, weight) of the fused score
 
     def __post_init__(self):
         problems = []
@@ -44,19 +49,29 @@ class ModelSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 problems.append(f"{name}={value!r} must be a positive integer")
+        unknown = [h for h in self.heads if h not in HEAD_NAMES]
+        if unknown:
+            problems.append(f"heads={list(self.heads)}: unknown {unknown}; use {', '.join(HEAD_NAMES)}")
+        # JSON gives lists; the record is immutable and hashable.
+        object.__setattr__(self, "heads", tuple(self.heads))
+        object.__setattr__(self, "special_token_ids", tuple(self.special_token_ids))
+        object.__setattr__(self, "hybrid_weights", tuple((str(k), float(v)) for k, v in self.hybrid_weights))
         if problems:
             raise SettingsError("model settings: " + "; ".join(problems))
 
     @classmethod
-    def from_config(cls, cfg) -> "ModelSettings":
+    def from_config(cls, cfg, special_token_ids=()) -> "ModelSettings":
         """The settings a training run with ``cfg`` (an ``l2e.config.Config``) produces."""
         from l2e.model import source_settings
 
+        heads = tuple(h for h in HEAD_NAMES if getattr(cfg, f"{h}_enabled"))
+        weights = (("dense", cfg.fusion_dense_weight),) + tuple((h, getattr(cfg, f"fusion_{h}_weight")) for h in heads)
         return cls(pooling_mode=cfg.pooling_mode, bi_attn_enabled=cfg.bi_attn_enabled,
                    skip_instruction=cfg.skip_instruction, instruction_separator=cfg.instruction_separator,
                    query_instruction=cfg.query_instruction, query_max_length=cfg.query_len,
-                   passage_max_length=cfg.passage_len, is_adapter=cfg.lora_enabled,
-                   **source_settings(cfg.model_path, cfg.gguf_file))
+                   passage_max_length=cfg.passage_len, is_adapter=cfg.lora_enabled, heads=heads,
+                   colbert_dim=cfg.colbert_dim, special_token_ids=tuple(special_token_ids) if heads else (),
+                   hybrid_weights=weights if heads else (), **source_settings(cfg.model_path, cfg.gguf_file))
 
     def replace(self, **changes) -> "ModelSettings":
         """A copy with ``changes``; an unknown name is refused with the valid ones."""

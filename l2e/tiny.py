@@ -2,6 +2,7 @@
 
     python -m l2e.tiny --arch qwen3 --out output/tiny-qwen3          # what configs/cpu/tiny.*.json expect
     python -m l2e.tiny --arch deepseek_v3 --out output/tiny-deepseek-v3
+    python -m l2e.tiny --arch qwen3-0.6b --out output/qwen3-0.6b-random   # Qwen3-0.6B's shape, for GPU timings
 
 Random weights, the real model classes (Qwen3, DeepSeek-V3 with MLA attention and MoE, Llama) and the real
 SmolLM2 tokenizer (vocab 49152), so every code path of a full-size run is exercised in seconds.
@@ -28,6 +29,12 @@ def tiny_configs() -> dict:
                   bos_token_id=1)
     return {
         "qwen3": Qwen3Config(**common, num_key_value_heads=2, head_dim=16),
+        # Qwen3-0.6B's published shape (28 layers, hidden 1024, 16/8 heads of 128, MLP 3072, vocab 151936), random
+        # weights: real step times and memory on a GPU without downloading the model.
+        "qwen3-0.6b": Qwen3Config(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
+                                  num_attention_heads=16, num_key_value_heads=8, head_dim=128,
+                                  max_position_embeddings=4096, eos_token_id=EOS_ID, pad_token_id=EOS_ID,
+                                  bos_token_id=1, tie_word_embeddings=True),
         "llama": LlamaConfig(**common, num_key_value_heads=2),
         # DeepSeek-V3 keeps its real shape: MLA attention (low-rank q and kv) and a MoE layer after one dense one.
         "deepseek_v3": DeepseekV3Config(

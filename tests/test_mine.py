@@ -281,3 +281,41 @@ def test_cli_faiss_flag_without_faiss_is_refused(tmp_path, capsys):
     args = ["--input", str(DEBIAN), "--output", str(tmp_path / "o.jsonl"), "--model", tiny_qwen3(), "--faiss"]
     assert main(args) == 2
     assert "--faiss: faiss is not installed" in capsys.readouterr().err
+
+
+def test_bm25_scorer_mines_without_a_model_in_bm25_rank_order(tmp_path):
+    import bm25s
+
+    rows = debian_rows(40)
+    data = write_jsonl(tmp_path / "in" / "d.jsonl", rows)
+    out = tmp_path / "bm25.jsonl"
+    assert main(["--input", str(data), "--output", str(out), "--scorer", "bm25", "--range", "0-10",
+                 "--negative_number", "3"]) == 0
+    mined = read_jsonl(out)
+    pool = list(dict.fromkeys(p for r in rows for p in r["pos"]))
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(pool, stopwords="en", show_progress=False), show_progress=False)
+    for row in mined[:5]:
+        scores = retriever.get_scores(bm25s.tokenize([row["query"]], stopwords="en", return_ids=False,
+                                                     show_progress=False)[0])
+        expected = [round(float(scores[pool.index(n)]), 6) for n in row["neg"]]
+        assert row["neg_scores"] == pytest.approx(expected, abs=1e-4) and len(row["neg"]) <= 3
+        assert row["pos_scores"] == pytest.approx([float(scores[pool.index(row["pos"][0])])], abs=1e-4)
+    assert json.loads((tmp_path / "bm25.stats.json").read_text())["scorer"] == "bm25"
+
+
+def test_head_and_hybrid_scorers_mine_with_a_headed_checkpoint(tmp_path):
+    from helpers_models import tiny_config
+    from l2e.export import export_final
+    from l2e.model import build_model
+
+    model, tok = build_model(tiny_config("qwen3", sparse_enabled=True, max_seq_length=64))
+    final = export_final(model, tok, str(tmp_path / "final"))
+    data = write_jsonl(tmp_path / "in" / "d.jsonl", debian_rows(20))
+    for scorer in ("sparse", "hybrid"):
+        out = tmp_path / f"{scorer}.jsonl"
+        assert main(["--input", str(data), "--output", str(out), "--model", final, "--scorer", scorer,
+                     "--range", "0-10", "--negative_number", "2", "--batch_size", "8"]) == 0
+        assert len(read_jsonl(out)) == 20
+    assert main(["--input", str(data), "--output", str(tmp_path / "x.jsonl"), "--model", final,
+                 "--scorer", "colbert"]) == 2

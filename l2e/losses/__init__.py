@@ -1,7 +1,8 @@
 """Contrastive losses by name (``LOSSES``) and the one builder, ``build_loss(cfg)``.
 
 One loss per file; each registers a builder ``@register("name") def build(cfg) -> Term | None`` that reads
-the config fields it owns: ``infonce``, ``spread_out``, ``kd``. Matryoshka (``matryoshka.py``) is not a term
+the config fields it owns: ``infonce``, ``spread_out``, ``kd``, and for the representation heads ``sparse``,
+``splade``, ``splade_flops``, ``colbert``, ``self_distill`` (``heads.py``). Matryoshka (``matryoshka.py``) is not a term
 but wraps the per-dim terms. ``base`` holds the batch every term reads and explains the cross-rank
 reduction.
 """
@@ -11,6 +12,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
+from l2e.losses import heads as _heads  # noqa: F401
 from l2e.losses import infonce as _infonce  # noqa: F401  (fills LOSSES)
 from l2e.losses import kd as _kd  # noqa: F401
 from l2e.losses import spread_out as _spread_out  # noqa: F401
@@ -49,12 +51,12 @@ def build_loss(cfg) -> LossFn:
     def loss_fn(q: torch.Tensor, p: torch.Tensor, n: Optional[torch.Tensor] = None, *,
                 pos_keys: Optional[torch.Tensor], neg_keys: Optional[torch.Tensor] = None,
                 use_in_batch: bool = True, pos_scores: Optional[torch.Tensor] = None,
-                neg_scores: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+                neg_scores: Optional[torch.Tensor] = None, heads: Optional[tuple] = None) -> Dict[str, torch.Tensor]:
         _check_inputs(q, p, n, pos_keys, neg_keys, mask)
         in_batch = use_in_batch and cfg.in_batch_negatives
         batch = make_batch(q, p, n, pos_keys=pos_keys, neg_keys=neg_keys, use_in_batch=in_batch,
-                           cross_device=cfg.cross_device_negatives, gather=in_batch or always_gather,
-                           pos_scores=pos_scores, neg_scores=neg_scores)
+                           cross_device=cfg.cross_device_negatives and not heads, gather=in_batch or always_gather,
+                           pos_scores=pos_scores, neg_scores=neg_scores, heads=heads)
         total, values = per_dim(batch)
         has_teacher = pos_scores is not None or neg_scores is not None
         for term in full_only:

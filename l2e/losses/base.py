@@ -64,6 +64,7 @@ class ContrastiveBatch:
     use_in_batch: bool
     pos_scores: Optional[torch.Tensor] = None  # (B,) teacher score of each positive
     neg_scores: Optional[torch.Tensor] = None  # (B, K) teacher scores of the hard negatives
+    heads: Optional[tuple] = None  # (queries, positives, flat negatives): each a dict of l2e.heads reps (local)
 
     @property
     def dim(self) -> int:
@@ -89,7 +90,7 @@ def make_batch(q: torch.Tensor, p: torch.Tensor, n: Optional[torch.Tensor] = Non
                pos_keys: Optional[torch.Tensor] = None, neg_keys: Optional[torch.Tensor] = None,
                use_in_batch: bool = True, cross_device: bool = False, gather: bool = True,
                pos_scores: Optional[torch.Tensor] = None,
-               neg_scores: Optional[torch.Tensor] = None) -> ContrastiveBatch:
+               neg_scores: Optional[torch.Tensor] = None, heads: Optional[tuple] = None) -> ContrastiveBatch:
     """Collect one step's tensors; with ``cross_device`` under torch.distributed, gather every rank's.
 
     ``gather=False`` exchanges only the row counts (for the reduction weight): no term needs the other
@@ -103,7 +104,7 @@ def make_batch(q: torch.Tensor, p: torch.Tensor, n: Optional[torch.Tensor] = Non
         neg_keys = torch.zeros((b, 0), dtype=torch.long)  # pairs only: nothing to identify
     pos_keys, neg_keys = [k.to(q.device) if k is not None else None for k in (pos_keys, neg_keys)]
     local = dict(q=q, p=p, n=n, pos_keys=pos_keys, neg_keys=neg_keys, use_in_batch=use_in_batch,
-                 pos_scores=pos_scores, neg_scores=neg_scores)
+                 pos_scores=pos_scores, neg_scores=neg_scores, heads=heads)
     rank, world = rank_and_world()
     row_weight = 1.0 / b
     if cross_device and world > 1:

@@ -1,0 +1,143 @@
+"""The GPU paths of the trainer, timed: run by benchmarks/gpu_check.sh (see there); needs CUDA.
+
+Each row is ``run.py`` on the embedded Debian sample for a few bf16 steps; a row whose package is missing
+(flash-attn, deepspeed, bitsandbytes) is reported as skipped with the reason, never silently dropped.
+MFU: 6 x non-embedding parameters x real tokens per step (4x under LoRA, +2x for GradCache's extra forward)
+over the step time, divided by the bf16 matmul peak measured here first.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+SAMPLE = os.path.join(ROOT, "data", "sample", "debian")
+INSTRUCTIONS = os.path.join(ROOT, "data", "sample", "instructions.json")
+TOKENIZER = os.path.join(ROOT, "tests", "assets", "smollm2_tokenizer")
+
+
+def bf16_peak_tflops(size: int = 8192, repeats: int = 20) -> float:
+    import torch
+
+    a = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * size**3 * repeats / (time.perf_counter() - t) / 1e12
+
+
+def rows(out: str):
+    """name -> (model arch, accelerate config or None, run.py --set overrides, required package)."""
+    base = {"torch_dtype": "bfloat16", "train_batch_size": 64, "train_steps": 12, "log_interval": 1,
+            "checkpointing_steps": 1000, "validation_steps": 1000, "num_hard_neg": 0, "bi_attn_enabled": True,
+            "pooling_mode": "mean", "length_bucketing": True, "max_seq_length": 256, "query_max_length": 64,
+            "passage_max_length": 256, "warmup_steps": 1, "eval_data_dir": ""}
+    lora = {"lora_enabled": True, "learning_rate": 5e-4}
+    return {
+        "tiny_sdpa": ("qwen3", None, base, None),
+        "qwen3-0.6b_sdpa": ("qwen3-0.6b", None, base, None),
+        "qwen3-0.6b_flash_attention_2": ("qwen3-0.6b", None, {**base, "attn_implementation": "flash_attention_2"},
+                                         "flash_attn"),
+        "qwen3-0.6b_deepspeed_zero2": ("qwen3-0.6b", "configs/accelerate_config.yaml", base, "deepspeed"),
+        "qwen3-0.6b_qlora_4bit": ("qwen3-0.6b", None, {**base, **lora, "quantization": "4bit"}, "bitsandbytes"),
+        "qwen3-0.6b_lora_gradcache": ("qwen3-0.6b", None, {**base, **lora, "grad_cache": True,
+                                                         "grad_cache_mini_batch": 16, "train_batch_size": 256}, None),
+    }
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--out", default=os.path.join(ROOT, "output", "gpu_check"))
+    p.add_argument("--only", default="")
+    args = p.parse_args(argv)
+    import torch
+
+    if not torch.cuda.is_available():
+        sys.exit("error: no CUDA device; this check needs a GPU (the CPU paths are covered by make test)")
+    from l2e.tiny import save_tiny_model
+
+    peak = bf16_peak_tflops()
+    data = os.path.join(args.out, "tokenized")
+    if not os.path.isdir(data):
+        subprocess.run([sys.executable, "tokenize_data.py", "--input_dir", SAMPLE, "--output_dir", data, "--tokenizer",
+                        TOKENIZER, "--max_seq_length", "256", "--query_max_length", "64",
+                        "--instructions_file", INSTRUCTIONS], cwd=ROOT, check=True)
+    results = []
+    for name, (arch, accel, overrides, needs) in rows(args.out).items():
+        if args.only and name not in args.only.split(","):
+            continue
+        if needs and importlib.util.find_spec(needs) is None:
+            results.append({"row": name, "skipped": f"{needs} not installed"})
+            continue
+        model = os.path.join(args.out, "models", arch)
+        if not os.path.isdir(model):
+            save_tiny_model(arch, model)
+        sets = {**overrides, "model_path": model, "train_data_path": data, "experiment_id": name,
+                "output_dir": os.path.join(args.out, "runs"), "tb_dir": os.path.join(args.out, "tb")}
+        launch = ["-m", "accelerate.commands.launch", "--config_file", accel, "--num_processes", "1"] if accel else []
+        cmd = [sys.executable, *launch, "run.py", "--config", "configs/cpu/tiny.f2llm.json", "--overwrite"]
+        for k, v in sets.items():
+            cmd += ["--set", f"{k}={json.dumps(v)}"]
+        t = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode:
+            results.append({"row": name, "error": (proc.stderr.strip().splitlines() or ["?"])[-1][:200]})
+            continue
+        results.append(measure(name, os.path.join(args.out, "runs", name), overrides, peak, time.perf_counter() - t))
+        print(json.dumps(results[-1]), flush=True)
+    text = f"bf16 matmul peak: {peak:.0f} TFLOP/s on {torch.cuda.get_device_name()}\n\n" + table(results)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+def measure(name: str, run_dir: str, overrides: dict, peak: float, wall: float) -> dict:
+    from transformers import AutoConfig
+
+    with open(os.path.join(run_dir, "training_log.jsonl")) as f:
+        log = [json.loads(line) for line in f]
+    with open(os.path.join(run_dir, "training_summary.json")) as f:
+        summary = json.load(f)
+    steps = [b["elapsed_s"] - a["elapsed_s"] for a, b in zip(log, log[1:])][2:]
+    s_per_step = statistics.median(steps)
+    tokens = statistics.median(r["tokens_per_s"] * s for r, s in zip(log[3:], steps))  # real tokens per step
+    import torch
+    from transformers import AutoModel
+
+    with torch.device("meta"):  # the architecture's exact parameter count, no memory
+        model = AutoModel.from_config(AutoConfig.from_pretrained(os.path.join(run_dir, "final")))
+    n = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name)
+    factor = (4 if overrides.get("lora_enabled") else 6) + (2 if overrides.get("grad_cache") else 0)
+    mfu = factor * n * tokens / s_per_step / 1e12 / peak
+    return {"row": name, "s_per_step": s_per_step, "tokens_per_step": tokens, "mfu": mfu,
+            "peak_gpu_gb": summary.get("peak_gpu_gb"), "wall_s": wall}
+
+
+def table(results) -> str:
+    lines = ["| row | s/step | tokens/step | MFU | peak GPU GB |", "|---|---:|---:|---:|---:|"]
+    for r in results:
+        if "s_per_step" not in r:
+            lines.append(f"| {r['row']} | {r.get('skipped') or 'error: ' + r.get('error', '')} | | | |")
+        else:
+            lines.append(f"| {r['row']} | {r['s_per_step']:.3f} | {r['tokens_per_step']:.0f} | {100 * r['mfu']:.0f}% | "
+                         f"{r['peak_gpu_gb']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""A sentence-transformers module for bge-m3's lexical weights, so the exported sparse head loads in ``SparseEncoder``.
+
+sentence-transformers 6.2 has SPLADE (``SpladePooling``) and static IDF weights, but no contextual per-token weight
+head, so this one is l2e's own. Loading it needs ``SparseEncoder(path, trust_remote_code=True)`` with l2e
+installed (sentence-transformers imports module classes outside its own package only then).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from sentence_transformers.base.modules.module import Module
+from torch import nn
+
+from l2e.heads import lexical_weights
+
+
+class LexicalWeights(Module):
+    """token states -> ``relu(Linear(h_t))`` on each token's id, max over positions; padding, the prompt and the
+    ``unused_token_ids`` get no weight. Output: ``sentence_embedding`` (batch, vocab)."""
+
+    config_keys = ["hidden_size", "embedding_dimension", "unused_token_ids"]
+
+    def __init__(self, hidden_size: int, embedding_dimension: int, unused_token_ids: Sequence[int] = ()):
+        super().__init__()
+        self.hidden_size, self.embedding_dimension = hidden_size, embedding_dimension
+        self.unused_token_ids = list(unused_token_ids)
+        self.linear = nn.Linear(hidden_size, 1)
+
+    def forward(self, features: dict[str, Any], **kwargs) -> dict[str, Any]:
+        hidden, ids, mask = features["token_embeddings"], features["input_ids"], features["attention_mask"]
+        keep = mask.bool() & ~torch.isin(ids, torch.tensor(self.unused_token_ids, device=ids.device, dtype=ids.dtype))
+        prompt = features.get("prompt_length")
+        if prompt:  # right padding (the feature-extraction default): the prompt is the first tokens
+            n = int(prompt[0]) if isinstance(prompt, torch.Tensor) else int(prompt)
+            keep[:, :n] = False
+        weights = torch.relu(self.linear(hidden.to(self.linear.weight.dtype))).squeeze(-1)
+        features["sentence_embedding"] = lexical_weights(weights, ids, keep, self.embedding_dimension)
+        return features
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return self.embedding_dimension
+
+    def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
+        self.save_config(output_path)
+        self.save_torch_weights(output_path, safe_serialization=safe_serialization)
+
+    @classmethod
+    def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs) -> "LexicalWeights":
+        config = cls.load_config(model_name_or_path, subfolder=subfolder)
+        model = cls(**config)
+        return cls.load_torch_weights(model_name_or_path=model_name_or_path, subfolder=subfolder, model=model)

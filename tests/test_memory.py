@@ -1,0 +1,66 @@
+"""memory_budget_gb: measured bytes per layer, the fewest checkpointed layers that fit, same training results."""
+import dataclasses
+
+import pytest
+import torch
+
+import run
+from helpers_models import tiny_config, tiny_qwen3
+from helpers_train import make_training_data, read_log, train_rows, write_config
+from l2e.memory import (GB, MemoryBudgetError, apply_checkpointing, decoder_layers, measure_per_layer,
+                        plan_checkpointing, saved_bytes)
+from l2e.model import build_model
+
+
+@pytest.fixture(scope="module")
+def built():
+    return build_model(tiny_config("qwen3", lora_enabled=True, lora_dropout=0.0, max_seq_length=64))
+
+
+def test_saved_bytes_counts_each_storage_once():
+    x = torch.randn(4, 8, requires_grad=True)
+    w = torch.randn(8, 8)
+    assert saved_bytes(lambda: (x * x).sum()) == 4 * 8 * 4  # mul saves x twice: one storage
+    assert saved_bytes(lambda: (x @ w).sum()) == 8 * 8 * 4  # a frozen w: only w is kept (for x's gradient)
+
+
+def test_per_layer_bytes_grow_with_length(built):
+    model, _ = built
+    short, long = measure_per_layer(model, 16, "cpu"), measure_per_layer(model, 64, "cpu")
+    assert 0 < short <= long  # attention keeps s^2 per sequence: per token it grows with the length
+
+
+def test_plan_picks_the_fewest_layers_that_fit(built):
+    model, _ = built
+    cfg = tiny_config("qwen3", lora_enabled=True, train_batch_size=64, max_seq_length=64, memory_budget_gb=1000.0)
+    assert plan_checkpointing(cfg, model, "cpu").layers == 0
+    free = plan_checkpointing(cfg, model, "cpu")
+    base = free.estimate_gb - free.tokens_per_step * free.per_layer_bytes_per_token * free.total_layers / GB
+    # A budget between "all layers kept" and "none kept" checkpoints some, and the estimate respects it.
+    budget = base + 0.5 * (free.estimate_gb - base)
+    plan = plan_checkpointing(dataclasses.replace(cfg, memory_budget_gb=budget), model, "cpu")
+    assert 0 < plan.layers <= plan.total_layers and plan.estimate_gb <= budget
+    with pytest.raises(MemoryBudgetError, match="cannot hold a step of 64 rows"):
+        plan_checkpointing(dataclasses.replace(cfg, memory_budget_gb=0.01), model, "cpu")
+
+
+def test_apply_checkpointing_switches_the_first_layers():
+    model, _ = build_model(tiny_config("qwen3", max_seq_length=64))
+    apply_checkpointing(model.backbone, 1)
+    assert [layer.gradient_checkpointing for layer in decoder_layers(model.backbone)] == [True, False]
+
+
+def test_checkpointed_run_logs_the_same_losses(tmp_path, capsys):
+    """Same losses at every step to 1e-4 (dropout off) with every layer checkpointed as without; a budget
+    that holds the step checkpoints nothing and says so."""
+    data = make_training_data(tmp_path / "d", rows=8, negatives=1)
+    logs = []
+    for name, fields in [("plain", {"memory_budget_gb": 1000.0}), ("all", {"gradient_checkpointing": True})]:
+        cfg = write_config(tmp_path / name, "mrl_spread.lora.bi_mean", tiny_qwen3(), data, lora_dropout=0.0,
+                           train_batch_size=train_rows(data), train_steps=10, checkpointing_steps=10,
+                           validation_steps=10, log_interval=1, **fields)
+        assert run.main(["--config", str(cfg)]) == 0
+        logs.append(read_log(tmp_path / name / "out" / "tiny.mrl_spread.lora.bi_mean"))
+    assert "memory: 0 of 2 layers checkpointed" in capsys.readouterr().out
+    for a, b in zip(*logs):
+        assert b["loss"] == pytest.approx(a["loss"], abs=1e-4), a["step"]
