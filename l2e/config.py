@@ -24,7 +24,7 @@ LR_SCHEDULERS = ("cosine", "constant")
 LORA_BIASES = ("none", "all", "lora_only")
 QUANTIZATIONS = ("none", "4bit", "8bit")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-LOSS_DIRECTIONS = ("q2p", "p2q", "q2q")
+LOSS_DIRECTIONS = ("q2p", "p2q", "q2q", "p2p")
 
 
 MIN_SEQ_LENGTH = 8  # room for a few tokens and EOS; below it every text is cut to nothing
@@ -90,6 +90,8 @@ class Config:
     in_batch_negatives: bool = True  # retrieval datasets only; classification never uses them
     loss_directions: List[str] = field(default_factory=lambda: ["q2p"])
     mask_false_negatives: bool = True  # candidates identical to the positive are not negatives
+    false_negative_margin: float = -1.0  # >= 0: also drop candidates scoring above positive + margin (Qwen3: 0.1)
+    positive_margin: float = 0.0  # subtracted from the positive's cosine (additive margin, PaddleNLP)
     cross_device_negatives: bool = True  # differentiable all-gather across processes
     mrl_enabled: bool = False
     mrl_dims: List[int] = field(default_factory=list)
@@ -219,6 +221,8 @@ def _range_problems(cfg: Config) -> List[str]:
                  "splade_temperature", "colbert_temperature", "colbert_dim"]:
         if getattr(cfg, name) <= 0:
             p.append(f"{name}={getattr(cfg, name)} must be > 0")
+    if cfg.false_negative_margin < 0 and cfg.false_negative_margin != -1:
+        p.append(f"false_negative_margin={cfg.false_negative_margin}: use -1 (off) or a margin >= 0, e.g. 0.1")
     if cfg.min_lr > cfg.learning_rate:
         p.append(f"min_lr={cfg.min_lr} is above learning_rate={cfg.learning_rate}; min_lr is the floor of the schedule")
     for name in ["adam_beta1", "adam_beta2", "lora_dropout"]:

@@ -44,12 +44,15 @@ def decoder_layers(backbone: nn.Module) -> List[nn.Module]:
     return [m for m in backbone.modules() if isinstance(m, GradientCheckpointingLayer)]
 
 
-def saved_bytes(fn) -> int:
-    """Bytes autograd keeps for the backward of ``fn()`` (each storage counted once)."""
+def saved_bytes(fn, exclude: frozenset = frozenset()) -> int:
+    """Bytes autograd keeps for the backward of ``fn()`` (each storage counted once; storages in ``exclude``,
+    e.g. the model's own weights, are no extra memory and not counted)."""
     storages = {}
 
     def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in exclude:
+            storages[ptr] = t.untyped_storage().nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -64,8 +67,9 @@ def measure_per_layer(model, seq_len: int, device) -> float:
     mask = torch.ones_like(ids)
     was_training = model.training
     model.train()
+    weights = frozenset(t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()])
     try:
-        total = saved_bytes(lambda: model(ids, mask))
+        total = saved_bytes(lambda: model(ids, mask), exclude=weights)
     finally:
         model.train(was_training)
     return total / max(1, len(layers)) / ids.numel()
@@ -91,10 +95,12 @@ def plan_checkpointing(cfg, model, device) -> CheckpointPlan:
     base = current_rss_bytes() + 3 * trainable
     boundary = model.hidden_size * next(model.parameters()).element_size()  # a checkpointed layer keeps its input
     budget = cfg.memory_budget_gb * GB
-    for n in range(len(layers) + 1):
-        # Un-checkpointed layers keep everything; checkpointed ones their input, plus one layer's worth while
-        # the backward pass recomputes it.
-        kept = (len(layers) - n) * per_layer + n * boundary + (per_layer if n else 0)
+    total = len(layers)
+    for n in range(total + 1):
+        # At the end of the forward pass, un-checkpointed layers keep everything and checkpointed ones their
+        # input. The backward pass frees the kept layers (the last ones) before it reaches a checkpointed layer,
+        # whose recomputation then holds one layer's worth again: the peak is the larger of the two.
+        kept = n * boundary + max(total - n, 1 if n else 0) * per_layer
         estimate = base + tokens * kept
         if estimate <= budget:
             return CheckpointPlan(n, len(layers), estimate / GB, cfg.memory_budget_gb, per_layer, tokens)

@@ -127,11 +127,15 @@ def reference_rows(q, p, n, pos_keys, neg_keys, temperature, directions, mask, i
             cands += [cos(q[i], q[j]) for j in range(b) if j != i and not same(pos_keys[j], i)]
         if in_batch and "p2q" in directions:
             cands += [cos(q[j], p[i]) for j in range(b) if j == i or not same(pos_keys[j], i)]
+        if in_batch and "p2p" in directions:  # the passages of the other queries
+            cands += [cos(p[i], p[j]) for j in range(b) if j != i and not same(pos_keys[j], i)]
+            cands += [cos(p[i], n[j, m]) for j in range(b) if j != i for m in range(k) if not same(neg_keys[j, m], i)]
         out.append(math.log(sum(math.exp(c) for c in cands)) - pos)
     return torch.tensor(out, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("directions", [("q2p",), ("q2p", "q2q"), ("q2p", "p2q"), ("q2p", "q2q", "p2q")])
+@pytest.mark.parametrize("directions", [("q2p",), ("q2p", "q2q"), ("q2p", "p2q"), ("q2p", "q2q", "p2q"),
+                                        ("q2p", "p2p"), ("q2p", "q2q", "p2p")])
 @pytest.mark.parametrize("mask", [True, False])
 @pytest.mark.parametrize("in_batch", [True, False])
 def test_infonce_matches_the_loop_reference(directions, mask, in_batch):
@@ -174,6 +178,7 @@ def random_leaves(seed, b=4, k=3, d=8):
 @pytest.mark.parametrize("ours,theirs", [
     (["q2p"], ("query_to_doc",)),
     (["q2p", "q2q", "p2q"], ("query_to_doc", "query_to_query", "doc_to_query")),
+    (["q2p", "q2q", "p2q", "p2p"], ("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")),
 ])
 def test_infonce_equals_sentence_transformers_mnrl(ours, theirs):
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
@@ -364,3 +369,28 @@ def test_error_kd_scores_shape():
     with pytest.raises(ValueError, match=r"kd needs teacher pos_scores of shape \(1,\) and neg_scores of shape "
                                          r"\(1, 1\) with at least one hard negative; got \(1,\) and None"):
         fn(KQ, KP, KN, pos_keys=keys(0), neg_keys=keys([1]), pos_scores=t([0.0]))
+
+
+# --- margins (Qwen3-Embedding's false-negative mask, PaddleNLP's additive margin) -------------------------------
+
+def test_false_negative_margin_drops_candidates_above_the_positive_by_hand():
+    # Row 0 at T=1: positive cos 0.6; candidates 0.9 (above 0.6 + 0.1: dropped) and 0.65 (kept).
+    q = t([[1.0, 0.0]])
+    p = t([[0.6, 0.8]])
+    n = t([[[0.9, math.sqrt(1 - 0.81)], [0.65, math.sqrt(1 - 0.65**2)]]])
+    fn = make_loss_fn(temperature=1.0, false_negative_margin=0.1)
+    got = fn(q, p, n, pos_keys=keys(0), neg_keys=keys([1, 2]))["loss"].item()
+    assert got == pytest.approx(math.log(math.exp(0.6) + math.exp(0.65)) - 0.6, abs=1e-6)
+    off = make_loss_fn(temperature=1.0)(q, p, n, pos_keys=keys(0), neg_keys=keys([1, 2]))["loss"].item()
+    assert off == pytest.approx(math.log(math.exp(0.6) + math.exp(0.9) + math.exp(0.65)) - 0.6, abs=1e-6)
+    own = fn(q, p, n, pos_keys=keys(0), neg_keys=keys([1, 2]), use_in_batch=False)["loss"].item()
+    assert own == pytest.approx(got, abs=1e-6)  # the same candidates in the own-group path
+
+
+def test_positive_margin_by_hand():
+    # Row 0 at T=0.5: positive cos 1 - 0.2 margin; negative cos 0 -> log(e^1.6 + e^0) - 1.6.
+    q, p, n = t([[1.0, 0.0]]), t([[1.0, 0.0]]), t([[[0.0, 1.0]]])
+    got = make_loss_fn(temperature=0.5, positive_margin=0.2)(q, p, n, pos_keys=keys(0), neg_keys=keys([1]))
+    assert got["loss"].item() == pytest.approx(math.log(math.exp(1.6) + 1) - 1.6, abs=1e-6)
+    with pytest.raises(Exception, match="false_negative_margin=-0.5: use -1"):
+        from_dict({"model_path": "m", "false_negative_margin": -0.5}, check_paths=False)

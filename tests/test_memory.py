@@ -24,10 +24,11 @@ def test_saved_bytes_counts_each_storage_once():
     assert saved_bytes(lambda: (x @ w).sum()) == 8 * 8 * 4  # a frozen w: only w is kept (for x's gradient)
 
 
-def test_per_layer_bytes_grow_with_length(built):
+def test_per_layer_bytes_are_activations_not_weights(built):
     model, _ = built
     short, long = measure_per_layer(model, 16, "cpu"), measure_per_layer(model, 64, "cpu")
-    assert 0 < short <= long  # attention keeps s^2 per sequence: per token it grows with the length
+    # The weights autograd references are not counted, so the per-token cost does not shrink with length.
+    assert 0 < short and abs(short - long) / long < 0.2
 
 
 def test_plan_picks_the_fewest_layers_that_fit(built):
@@ -37,7 +38,7 @@ def test_plan_picks_the_fewest_layers_that_fit(built):
     free = plan_checkpointing(cfg, model, "cpu")
     base = free.estimate_gb - free.tokens_per_step * free.per_layer_bytes_per_token * free.total_layers / GB
     # A budget between "all layers kept" and "none kept" checkpoints some, and the estimate respects it.
-    budget = base + 0.5 * (free.estimate_gb - base)
+    budget = base + 0.75 * (free.estimate_gb - base)
     plan = plan_checkpointing(dataclasses.replace(cfg, memory_budget_gb=budget), model, "cpu")
     assert 0 < plan.layers <= plan.total_layers and plan.estimate_gb <= budget
     with pytest.raises(MemoryBudgetError, match="cannot hold a step of 64 rows"):
