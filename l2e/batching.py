@@ -117,11 +117,14 @@ class BatchCollator:
     """
 
     def __init__(self, datasets, *, num_hard_neg: int, query_len: int, passage_len: int, pad_id: int,
-                 seed: int, rank: int = 0, world: int = 1):
+                 seed: int, rank: int = 0, world: int = 1, mntp: Optional["MntpMasking"] = None):
         self.datasets = datasets
         self.query_len, self.passage_len, self.pad_id = query_len, passage_len, pad_id
         self.seed, self.rank, self.world = seed, rank, world
-        self.num_neg = [1 if ds.task_type == "classification" else num_hard_neg for ds in datasets]
+        self.mntp = mntp
+        # Raw-text stages have no hard negatives: SimCSE's negatives are the other texts of the batch.
+        self.num_neg = [1 if ds.task_type == "classification" else 0 if ds.task_type in ("mntp", "simcse")
+                        else num_hard_neg for ds in datasets]
         # Teacher scores exist only for a row's own negatives: a dataset with rows that have none cannot
         # give every row a scored candidate list (the trainer refuses kd on it, naming the counts).
         self.teacher = [has_teacher_scores(ds) and bool((row_lengths(ds.neg_ids) > 0).all()) for ds in datasets]
@@ -150,12 +153,18 @@ class BatchCollator:
         rows = batch.rows[mine]
         k = self.num_neg[batch.dataset]
         rng = np.random.default_rng([self.seed, epoch, index, 7])
+        if ds.task_type == "mntp":
+            texts = [truncate(ds.passages[ds.pos_id[r]], self.passage_len) for r in batch.rows]
+            masked = self.mntp(texts, self.pad_id, rng)  # drawn for the global batch, like the negatives
+            return {"dataset": batch.dataset, "mntp": {key: v[mine] for key, v in masked.items()}}
         # Every rank draws for the whole global batch, so its draws do not depend on the process count.
         picks = [self._pick(ds, r, k, rng) for r in batch.rows][mine] if k else []
+        # SimCSE: the query is the same text as the positive, at the same length (dropout is the only noise).
+        query_ids = ([truncate(ds.passages[ds.pos_id[r]], self.passage_len) for r in rows] if ds.task_type == "simcse"
+                     else [truncate(ds.query_ids[r], self.query_len) for r in rows])
         out = {
             "dataset": batch.dataset,
-            "query": pad_batch([truncate(ds.query_ids[r], self.query_len) for r in rows], self.pad_id,
-                               [ds.instruction_len[r] for r in rows]),
+            "query": pad_batch(query_ids, self.pad_id, [ds.instruction_len[r] for r in rows]),
             "passage": pad_batch([truncate(ds.passages[ds.pos_id[r]], self.passage_len) for r in rows], self.pad_id),
             "pos_keys": torch.tensor([ds.pos_id[r] for r in rows], dtype=torch.long),
         }
@@ -169,6 +178,38 @@ class BatchCollator:
                 out["neg_scores"] = torch.tensor([[ds.neg_scores[r][j] for j in pick] for r, pick in zip(rows, picks)],
                                                  dtype=torch.float32)
         return out
+
+
+@dataclass(frozen=True)
+class MntpMasking:
+    """Masked next-token prediction inputs (LLM2Vec, BehnamGhader et al. 2024, arXiv 2404.05961).
+
+    Of the tokens that have a previous token (position >= 1) and are not the final EOS, each is chosen with
+    ``probability``; a chosen token is replaced by ``mask_id`` (80%), a random id (10%) or kept (10%) -- BERT's
+    rule, as LLM2Vec's collator for Llama-family models (probability 0.2, "_" as the mask token). ``labels``
+    holds the original id at chosen positions and -100 elsewhere; the loss predicts token i from the logits at
+    position i - 1 (``l2e.losses.mntp``).
+    """
+
+    mask_id: int
+    vocab_size: int
+    probability: float = 0.2
+
+    def __call__(self, seqs: List[List[int]], pad_id: int, rng: np.random.Generator) -> dict:
+        batch = pad_batch(seqs, pad_id)
+        ids = batch["input_ids"].clone()
+        labels = torch.full_like(ids, -100)
+        for i, seq in enumerate(seqs):
+            n = len(seq)
+            chosen = np.flatnonzero(rng.random(max(n - 2, 0)) < self.probability) + 1  # positions 1 .. n-2
+            if not len(chosen):
+                continue
+            labels[i, chosen] = ids[i, chosen]
+            how = rng.random(len(chosen))
+            ids[i, chosen[how < 0.8]] = self.mask_id
+            swap = chosen[(how >= 0.8) & (how < 0.9)]
+            ids[i, swap] = torch.as_tensor(rng.integers(0, self.vocab_size, len(swap)), dtype=ids.dtype)
+        return {"input_ids": ids, "attention_mask": batch["attention_mask"], "labels": labels}
 
 
 class EpochBatches(Dataset):

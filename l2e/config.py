@@ -124,6 +124,12 @@ class Config:
     fusion_splade_weight: float = 0.3
     fusion_colbert_weight: float = 1.0
 
+    # --- stages: start from an earlier run, unsupervised objectives on raw text --------------------------
+    init_from: str = ""  # an l2e checkpoint (final/, final_adapter/ or step_N): its weights, a fresh optimizer
+    mntp_probability: float = 0.2  # mntp datasets: share of tokens masked (LLM2Vec: 0.2 for Llama-family)
+    mntp_mask_token: str = "_"  # what a masked token becomes (LLM2Vec's choice for tokenizers without a mask token)
+    attention_dropout: float = 0.0  # attention-probability dropout while training (LLM2Vec SimCSE: 0.3)
+
     # --- LoRA (peft) -------------------------------------------------------------------------------------
     lora_enabled: bool = False
     lora_r: int = 16
@@ -141,7 +147,11 @@ class Config:
     # --- architecture and pooling -----------------------------------------------------------------------
     bi_attn_enabled: bool = False  # remove the causal mask (transformers' config.is_causal = False)
     attn_implementation: str = "sdpa"
-    pooling_mode: str = "eos"
+    pooling_mode: str = "eos"  # eos/last/mean/weighted_mean/cls, or trainable: attention, latent_attention
+    latent_num: int = 32  # latent_attention (NV-Embed): latent array size (NV-Embed-v2: 512)
+    latent_heads: int = 4  # cross-attention heads (NV-Embed-v2: 8)
+    latent_head_dim: int = 64  # width of each head (NV-Embed-v2: 4096)
+    latent_mlp_mult: int = 1  # GEGLU feed-forward width, x hidden (NV-Embed-v2: 4)
     skip_instruction: bool = False  # exclude the instruction prefix of queries from pooling
     instruction_separator: str = "Query:"  # where the instruction ends when it is not recorded
 
@@ -205,7 +215,8 @@ def _range_problems(cfg: Config) -> List[str]:
             p.append(f"{name}={value!r} is not a finite number")
     if p:
         return p  # comparisons with NaN are all False: the range checks below would let it through
-    positive = ["train_batch_size", "max_seq_length", "log_interval", "checkpointing_steps", "validation_steps",
+    positive = ["latent_num", "latent_heads", "latent_head_dim", "latent_mlp_mult",
+                "train_batch_size", "max_seq_length", "log_interval", "checkpointing_steps", "validation_steps",
                 "gradient_accumulation_steps", "grad_cache_mini_batch", "lora_r", "lora_alpha"]
     for name in positive:
         if getattr(cfg, name) <= 0:
@@ -225,7 +236,9 @@ def _range_problems(cfg: Config) -> List[str]:
         p.append(f"false_negative_margin={cfg.false_negative_margin}: use -1 (off) or a margin >= 0, e.g. 0.1")
     if cfg.min_lr > cfg.learning_rate:
         p.append(f"min_lr={cfg.min_lr} is above learning_rate={cfg.learning_rate}; min_lr is the floor of the schedule")
-    for name in ["adam_beta1", "adam_beta2", "lora_dropout"]:
+    if not 0 < cfg.mntp_probability < 1:
+        p.append(f"mntp_probability={cfg.mntp_probability} must be in (0, 1)")
+    for name in ["adam_beta1", "adam_beta2", "lora_dropout", "attention_dropout"]:
         if not 0 <= getattr(cfg, name) < 1:
             p.append(f"{name}={getattr(cfg, name)} must be in [0, 1)")
     if cfg.train_steps == 0 or (cfg.train_steps < 0 and cfg.train_epochs == 0):
@@ -294,8 +307,8 @@ def _mrl_problems(cfg: Config) -> List[str]:
 
 def _path_problems(cfg: Config, check_paths: bool) -> List[str]:
     p: List[str] = []
-    if not cfg.model_path:
-        p.append("model_path is empty; point it at a local model folder or a .gguf file")
+    if not cfg.model_path and not cfg.init_from:
+        p.append("model_path is empty; point it at a local model folder or a .gguf file (or set init_from)")
     if not check_paths:
         return p
     if cfg.model_path and not is_hub_id(cfg.model_path) and not os.path.exists(cfg.model_path):
@@ -303,7 +316,7 @@ def _path_problems(cfg: Config, check_paths: bool) -> List[str]:
     if cfg.gguf_file and cfg.model_path and os.path.isdir(cfg.model_path):
         if not os.path.isfile(os.path.join(cfg.model_path, cfg.gguf_file)):
             p.append(f"gguf_file={cfg.gguf_file!r} not found in model_path={cfg.model_path!r}")
-    for name in ["train_data_path", "eval_data_dir", "lora_adapter_path"]:
+    for name in ["train_data_path", "eval_data_dir", "lora_adapter_path", "init_from"]:
         value = getattr(cfg, name)
         if value and not os.path.exists(value):
             p.append(f"{name}={value!r} does not exist")

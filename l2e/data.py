@@ -9,6 +9,8 @@ Raw datasets (input of ``tokenize_data.py``): one file per dataset in a folder, 
   (``neg`` may be left out) with optional ``prompt`` (this row's query instruction), ``type``
   (retrieval | clustering | classification), ``pos_scores`` / ``neg_scores`` (teacher scores, one per
   ``pos`` / ``neg`` entry, for distillation).
+- Raw text for the unsupervised stages (task type ``mntp`` or ``simcse``): JSONL ``{"text": str}`` rows or a
+  ``.txt`` file, one text a line; each text is its own query and positive, without instruction.
 
 Tokenized layout (written by ``tokenize_data.py``, read by :func:`load_tokenized`)::
 
@@ -47,9 +49,10 @@ import pyarrow.parquet as pq
 
 from l2e.errors import L2EError
 
-TASK_TYPES = ("retrieval", "clustering", "classification")
+TASK_TYPES = ("retrieval", "clustering", "classification", "mntp", "simcse")
+RAW_TEXT_TASKS = ("mntp", "simcse")  # unsupervised stages on raw text (LLM2Vec)
 SPLITS = ("train", "valid")
-FORMATS = {".jsonl": "jsonl", ".parquet": "parquet"}
+FORMATS = {".jsonl": "jsonl", ".parquet": "parquet", ".txt": "text"}
 PASSAGES_FILE = "passages.parquet"
 META_FILE = "meta.json"
 STATS_FILE = "data_stats.json"
@@ -86,6 +89,7 @@ class RawRow:
     task_type: Optional[str] = None
     pos_scores: Optional[List[float]] = None
     neg_scores: Optional[List[float]] = None
+    raw_text: bool = False  # a {"text": ...} row or a .txt line (unsupervised stages)
 
 
 def dataset_files(input_dir: str) -> List[Tuple[str, str, str]]:
@@ -115,6 +119,8 @@ def dataset_files(input_dir: str) -> List[Tuple[str, str, str]]:
 
 def iter_raw_rows(path: str, fmt: str, batch_size: int = 1000) -> Iterator[RawRow]:
     """Validated rows of one dataset file, streamed (JSONL line by line, parquet by record batches)."""
+    if fmt == "text":
+        return _iter_text(path)
     return _iter_jsonl(path) if fmt == "jsonl" else _iter_parquet(path, batch_size)
 
 
@@ -145,6 +151,8 @@ def _iter_jsonl(path: str) -> Iterator[RawRow]:
 def _jsonl_row(obj: Any, where: str) -> RawRow:
     if not isinstance(obj, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    if "text" in obj and "query" not in obj:
+        return raw_text_row(obj["text"], where, obj.get("type"))
     for key in ("query", "pos"):
         if key not in obj:
             raise DataError(f"{where}: missing key {key!r} (keys: {', '.join(sorted(obj)) or 'none'})")
@@ -171,6 +179,30 @@ def _jsonl_row(obj: Any, where: str) -> RawRow:
         pos_scores=_scores(obj.get("pos_scores"), len(pos), where, "pos_scores", "pos"),
         neg_scores=_scores(obj.get("neg_scores"), len(neg), where, "neg_scores", "neg"),
     )
+
+
+def raw_text_row(text: Any, where: str, task_type: Optional[str] = None) -> RawRow:
+    """A raw text for an unsupervised stage: the text is both the query and its positive (SimCSE encodes it
+    twice, dropout the only noise; MNTP reads the query side). No instruction (``prompt=""``)."""
+    text = _text(text, where, "text")
+    if task_type is not None and task_type not in RAW_TEXT_TASKS:
+        raise DataError(f"{where}: a raw text row ({{\"text\": ...}}) has type={task_type!r}; raw text trains "
+                        f"{' or '.join(RAW_TEXT_TASKS)}")
+    return RawRow(where=where, query=text, pos=[text], neg=[], prompt="", task_type=task_type, raw_text=True)
+
+
+def _iter_text(path: str) -> Iterator[RawRow]:
+    """A ``.txt`` file: one raw text per non-blank line."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8").rstrip("\n")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{where}: not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); "
+                                "convert the file to UTF-8") from None
+            if line.strip():
+                yield raw_text_row(line, where)
 
 
 def _iter_parquet(path: str, batch_size: int) -> Iterator[RawRow]:

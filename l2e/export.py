@@ -46,13 +46,13 @@ def export_final(model, tokenizer, folder: str, *, merge_lora: bool = True, trai
             return folder
         with atomic_dir(folder) as tmp:
             merge_and_save(model, tmp, tokenizer)
-            write_sentence_transformers_files(tmp, tokenizer, model.current_settings(), model.hidden_size)
+            write_sentence_transformers_files(tmp, tokenizer, model.current_settings(), model.hidden_size, model.pooler)
             write_head_exports(tmp, model)
             _write_config(tmp, training_config)
         return folder
     with atomic_dir(folder) as tmp:
         model.save(tmp, tokenizer)
-        write_sentence_transformers_files(tmp, tokenizer, model.current_settings(), model.hidden_size)
+        write_sentence_transformers_files(tmp, tokenizer, model.current_settings(), model.hidden_size, model.pooler)
         write_head_exports(tmp, model)
         _write_config(tmp, training_config)
     return folder
@@ -142,20 +142,33 @@ def _write_config(folder: str, training_config) -> None:
         training_config.save(os.path.join(folder, TRAINING_CONFIG_FILE))
 
 
-def write_sentence_transformers_files(folder: str, tokenizer, settings: ModelSettings, hidden_size: int) -> None:
+def write_sentence_transformers_files(folder: str, tokenizer, settings: ModelSettings, hidden_size: int,
+                                      pooler=None) -> None:
+    """``pooler``: the model's trainable pooling module (attention / latent_attention), saved as l2e's
+    ``TrainablePooling`` sentence-transformers module instead of the built-in ``Pooling``."""
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
                {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
-    pooling = {name: False for name in ["pooling_mode_cls_token", "pooling_mode_mean_tokens",
-                                        "pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens",
-                                        "pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken"]}
-    pooling[_ST_POOLING[settings.pooling_mode]] = True
-    pooling["word_embedding_dimension"] = hidden_size
-    pooling["include_prompt"] = not settings.skip_instruction
+    if pooler is not None:
+        from l2e.st_modules import TrainablePooling
+
+        modules[1] = {"idx": 1, "name": "1", "path": "1_TrainablePooling", "type": "l2e.st_modules.TrainablePooling"}
+        module = TrainablePooling(settings.pooling_mode, hidden_size, settings.latent_num, settings.latent_heads,
+                                  settings.latent_head_dim, settings.latent_mlp_mult, not settings.skip_instruction)
+        module.pooler.load_state_dict(pooler.state_dict())
+        os.makedirs(os.path.join(folder, "1_TrainablePooling"), exist_ok=True)
+        module.save(os.path.join(folder, "1_TrainablePooling"))
+    else:
+        pooling = {name: False for name in ["pooling_mode_cls_token", "pooling_mode_mean_tokens",
+                                            "pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens",
+                                            "pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken"]}
+        pooling[_ST_POOLING[settings.pooling_mode]] = True
+        pooling["word_embedding_dimension"] = hidden_size
+        pooling["include_prompt"] = not settings.skip_instruction
+        dump_json(os.path.join(folder, "1_Pooling", "config.json"), pooling)
     st_config = {"prompts": {"query": settings.query_instruction, "document": ""}, "default_prompt_name": None,
                  "similarity_fn_name": "cosine", "model_type": "SentenceTransformer"}
     dump_json(os.path.join(folder, "modules.json"), modules)
-    dump_json(os.path.join(folder, "1_Pooling", "config.json"), pooling)
     os.makedirs(os.path.join(folder, "2_Normalize"), exist_ok=True)
     dump_json(os.path.join(folder, "config_sentence_transformers.json"), st_config)
     dump_json(os.path.join(folder, "sentence_bert_config.json"),

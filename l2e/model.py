@@ -40,9 +40,13 @@ class EmbeddingModel(nn.Module):
 
     def __init__(self, backbone: nn.Module, settings: ModelSettings, heads: Optional[nn.ModuleDict] = None):
         super().__init__()
-        get_pooling(settings.pooling_mode)  # fail now, with the valid names, not at the first batch
+        from l2e.attention_pooling import build_pooler
+
         self.backbone = backbone
         self.settings = settings
+        self.pooler = build_pooler(settings, backbone.config.hidden_size)  # None: a parameter-free pooling
+        if self.pooler is None:
+            get_pooling(settings.pooling_mode)  # fail now, with the valid names, not at the first batch
         if heads is None and settings.heads:
             from l2e.heads import build_heads
 
@@ -89,8 +93,18 @@ class EmbeddingModel(nn.Module):
         return {"dense": self._pool(hidden, attention_mask, pool_mask), **reps}
 
     def _pool(self, hidden, attention_mask, pool_mask):
-        pool = get_pooling(self.pooling_mode)
-        return pool(hidden, attention_mask, pool_mask if self.skip_instruction else None)
+        pool_mask = pool_mask if self.skip_instruction else None
+        if self.pooler is not None:
+            keep = attention_mask.bool() & (pool_mask.bool() if pool_mask is not None else True)
+            return self.pooler(hidden, keep)
+        return get_pooling(self.pooling_mode)(hidden, attention_mask, pool_mask)
+
+    def extras(self) -> Dict[str, torch.Tensor]:
+        """The weights beside the backbone: heads and a trainable pooling (saved to ``HEADS_FILE``)."""
+        state = {f"heads.{k}": v for k, v in self.heads.state_dict().items()}
+        if self.pooler is not None:
+            state.update({f"pooler.{k}": v for k, v in self.pooler.state_dict().items()})
+        return state
 
     def current_settings(self) -> ModelSettings:
         """``settings`` with what the backbone is now (adapter or merged, causal or not)."""
@@ -102,24 +116,29 @@ class EmbeddingModel(nn.Module):
         self.backbone.save_pretrained(out_dir)
         if tokenizer is not None:
             tokenizer.save_pretrained(out_dir)
-        if any(True for _ in self.heads.parameters()):
+        extras = self.extras()
+        if extras:
             from safetensors.torch import save_file
 
-            state = {k: v.detach().contiguous() for k, v in self.heads.state_dict().items()}
+            state = {k: v.detach().contiguous() for k, v in extras.items()}
             save_file(state, os.path.join(out_dir, HEADS_FILE), metadata={"format": "pt"})
         self.current_settings().save(out_dir)
 
     def load_heads(self, folder: str) -> None:
-        """The heads' weights saved next to the backbone (a missing or damaged file is one line)."""
-        if not any(True for _ in self.heads.parameters()):
+        """The heads' and trainable pooling's weights saved next to the backbone (missing or damaged: one line)."""
+        if not self.extras():
             return
         from safetensors.torch import load_file
 
         path = os.path.join(folder, HEADS_FILE)
         try:
-            self.heads.load_state_dict(load_file(path))
+            state = load_file(path)
+            self.heads.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("heads.")})
+            if self.pooler is not None:
+                self.pooler.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("pooler.")})
         except Exception as e:  # noqa: BLE001 -- missing, truncated or of another shape
-            raise ModelError(f"{path}: cannot load the {', '.join(self.settings.heads)} head weights "
+            parts = list(self.settings.heads) + ([self.pooling_mode] if self.pooler is not None else [])
+            raise ModelError(f"{path}: cannot load the {', '.join(parts)} weights "
                              f"({type(e).__name__}: {one_line(str(e))[:200]})") from e
 
 
@@ -210,12 +229,18 @@ def drop_gguf_quantizer(model: nn.Module) -> None:
 
 
 def load_backbone(model_path: str, gguf_file: str = "", torch_dtype: str = "auto", attn_implementation: str = "sdpa",
-                  quantization: str = "none", cache_dir: str = "") -> nn.Module:
-    """The base model without LM head (``AutoModel``) from a folder, a hub id or a GGUF file."""
+                  quantization: str = "none", cache_dir: str = "", attention_dropout: float = 0.0) -> nn.Module:
+    """The base model without LM head (``AutoModel``) from a folder, a hub id or a GGUF file.
+
+    ``attention_dropout`` > 0 is set on the config before the model is built (the attention modules read it once,
+    at construction); it acts in training mode only.
+    """
     check_attn_implementation(attn_implementation)
     folder, gguf = split_gguf(model_path, gguf_file)
     dtype = resolve_dtype(torch_dtype)
     kwargs = {"dtype": dtype, "attn_implementation": attn_implementation, **_source_kwargs(folder, gguf, cache_dir)}
+    if attention_dropout:
+        kwargs["attention_dropout"] = attention_dropout
     if quantization != "none":
         kwargs.update(_quantization_kwargs(quantization, dtype))
     try:
@@ -290,9 +315,13 @@ def build_model(cfg) -> Tuple[EmbeddingModel, Any]:
     if cfg.lora_adapter_path and not cfg.lora_enabled:
         raise ModelError("lora_adapter_path is set but lora_enabled=false; set lora_enabled=true to continue "
                          "training that adapter")
-    backbone = load_backbone(cfg.model_path, cfg.gguf_file, cfg.torch_dtype, cfg.attn_implementation,
-                             cfg.quantization, cfg.cache_dir)
-    tokenizer = load_tokenizer(cfg.model_path, cfg.gguf_file, cfg.cache_dir)
+    if cfg.init_from:
+        backbone, tokenizer, extras, source = _start_from(cfg)
+    else:
+        backbone = load_backbone(cfg.model_path, cfg.gguf_file, cfg.torch_dtype, cfg.attn_implementation,
+                                 cfg.quantization, cfg.cache_dir, cfg.attention_dropout)
+        tokenizer = load_tokenizer(cfg.model_path, cfg.gguf_file, cfg.cache_dir)
+        extras, source = {}, source_settings(cfg.model_path, cfg.gguf_file)
     set_bidirectional(backbone, cfg.bi_attn_enabled)
     if cfg.quantization != "none":
         from peft import prepare_model_for_kbit_training
@@ -305,7 +334,35 @@ def build_model(cfg) -> Tuple[EmbeddingModel, Any]:
 
         backbone = apply_lora(backbone, cfg)
         compact_lora_dropout(backbone)
-    return EmbeddingModel(backbone, ModelSettings.from_config(cfg, tokenizer.all_special_ids)), tokenizer
+    model = EmbeddingModel(backbone, ModelSettings.from_config(cfg, tokenizer.all_special_ids, source))
+    _carry_extras(model, extras)
+    return model, tokenizer
+
+
+def _start_from(cfg):
+    """``init_from``: the weights of an earlier stage (a full model, or an adapter merged into its base)."""
+    if cfg.quantization != "none":
+        raise ModelError("init_from cannot be combined with quantization (QLoRA loads its base from model_path)")
+    start, tokenizer = load_embedding_model(cfg.init_from, cfg.torch_dtype, cfg.attn_implementation,
+                                            attention_dropout=cfg.attention_dropout)
+    backbone = start.backbone
+    if start.is_adapter:
+        if cfg.lora_enabled:
+            # A new adapter needs its base on disk (checkpoints save only the adapter); the merged base exists
+            # only in memory here. The run's final/ is that base, merged (lora_merge_on_export).
+            raise ModelError(f"init_from={cfg.init_from!r} is a LoRA adapter; to train a new adapter start from the "
+                             "merged model (that run's final/), or continue this adapter with lora_adapter_path")
+        backbone = backbone.merge_and_unload()
+    backbone.train()
+    return backbone, tokenizer, start.extras(), source_settings(cfg.init_from)
+
+
+def _carry_extras(model: EmbeddingModel, extras: Dict[str, torch.Tensor]) -> None:
+    """Heads and trainable pooling an earlier stage trained, where this stage has the same ones (same shapes)."""
+    mine = model.extras()  # keys "heads.<...>" / "pooler.<...>", as in the model's own state dict
+    carried = {k: v for k, v in extras.items() if k in mine and mine[k].shape == v.shape}
+    if carried:
+        model.load_state_dict(carried, strict=False)
 
 
 def _is_kbit(backbone: nn.Module) -> bool:
@@ -342,7 +399,7 @@ def _reload_unquantized(model: EmbeddingModel) -> nn.Module:
 
 
 def load_embedding_model(ckpt_dir: str, torch_dtype: str = "auto", attn_implementation: str = "sdpa",
-                         **overrides) -> Tuple[EmbeddingModel, Any]:
+                         attention_dropout: float = 0.0, **overrides) -> Tuple[EmbeddingModel, Any]:
     """Read back a folder written by ``EmbeddingModel.save``: (model in eval mode, tokenizer).
 
     ``overrides`` replace saved :class:`ModelSettings` values, e.g. ``pooling_mode="mean"``.
@@ -351,14 +408,15 @@ def load_embedding_model(ckpt_dir: str, torch_dtype: str = "auto", attn_implemen
     if settings.is_adapter:
         from peft import PeftModel
 
-        base = load_backbone(settings.base_model_path, settings.gguf_file, torch_dtype, attn_implementation)
+        base = load_backbone(settings.base_model_path, settings.gguf_file, torch_dtype, attn_implementation,
+                             attention_dropout=attention_dropout)
         set_bidirectional(base, settings.bi_attn_enabled)
         try:
             backbone = PeftModel.from_pretrained(base, ckpt_dir)
         except Exception as e:  # noqa: BLE001 -- a damaged adapter file
             raise _load_error(ckpt_dir, None, "LoRA adapter", e) from e
     else:
-        backbone = load_backbone(ckpt_dir, "", torch_dtype, attn_implementation)
+        backbone = load_backbone(ckpt_dir, "", torch_dtype, attn_implementation, attention_dropout=attention_dropout)
         set_bidirectional(backbone, settings.bi_attn_enabled)
     model = EmbeddingModel(backbone, settings)
     model.load_heads(ckpt_dir)

@@ -24,8 +24,8 @@ from tqdm import tqdm
 from l2e.atomic import begin_dir, recover, replace_dir
 from l2e.config import MIN_SEQ_LENGTH, ConfigError, resolve_package_path
 from l2e.data import (
-    META_FILE, PASSAGE_SCHEMA, PASSAGES_FILE, ROW_SCHEMA, SPLITS, STATS_FILE, TASK_TYPES, DataError, RawRow,
-    dataset_files, iter_raw_rows, read_json, stable_unit, text_key,
+    META_FILE, PASSAGE_SCHEMA, PASSAGES_FILE, RAW_TEXT_TASKS, ROW_SCHEMA, SPLITS, STATS_FILE, TASK_TYPES, DataError,
+    RawRow, dataset_files, iter_raw_rows, raw_text_row, read_json, stable_unit, text_key,
 )
 
 PERCENTILES = (50, 90, 99)
@@ -55,6 +55,7 @@ class TokenizeOptions:
     num_proc: int = 1
     max_rows: int = 0
     min_negatives: int = 0
+    text_from: str = ""  # query, pos or neg: every distinct text of that field becomes a raw-text row
 
     @property
     def query_len(self) -> int:
@@ -87,6 +88,8 @@ def check_options(o: TokenizeOptions) -> None:
     for name in ("valid_max_rows", "max_rows", "min_negatives"):
         if getattr(o, name) < 0:
             problems.append(f"--{name}={getattr(o, name)} must be >= 0")
+    if o.text_from not in ("", "query", "pos", "neg"):
+        problems.append(f"--text_from {o.text_from!r}: use query, pos or neg")
     if not 0 <= o.valid_fraction < 1:
         problems.append(f"--valid_fraction={o.valid_fraction} must be in [0, 1)")
     if not os.path.isdir(o.input_dir):
@@ -320,6 +323,10 @@ def _plan(batch: List[RawRow], seen: Dict[bytes, int], ctx: Dict[str, Any]) -> T
     for j, row in enumerate(batch):
         _check_type(row, ctx)
         _check_teacher(row, ctx)
+        first = ctx.setdefault("raw_text", (row.raw_text, row.where))
+        if first[0] != row.raw_text:
+            raise DataError(f"{row.where}: raw text rows and query/pos rows in one dataset ({first[1]} is "
+                            f"{'raw text' if first[0] else 'a query/pos row'}); put them in two files")
         pos_ids = [pid(t) for t in row.pos]
         neg_ids = [pid(t) for t in row.neg]
         split = ctx["splitter"].split(row.query, len(row.pos))
@@ -338,6 +345,8 @@ def _instruction_of(row: RawRow, ctx: Dict[str, Any]) -> Tuple[str, str]:
     query up to ``instruction_separator`` when the query carries its instruction inline (F2LLM's data)."""
     from l2e.tokens import split_inline_instruction
 
+    if row.raw_text:
+        return "", row.query
     instruction = ctx["instruction"] if row.prompt is None else row.prompt
     if instruction or not ctx["instruction_separator"]:
         return instruction, row.query
@@ -348,6 +357,17 @@ def _instruction_of(row: RawRow, ctx: Dict[str, Any]) -> Tuple[str, str]:
                             f"{ctx['instruction_separator']!r} (--instruction_separator)")
         ctx["stats"].inline_rows += 1
     return inline, text
+
+
+def texts_of(rows: Iterator[RawRow], field: str) -> Iterator[RawRow]:
+    """Raw-text rows from one field of query/pos rows (``--text_from``): each distinct text once."""
+    seen: set = set()  # 16-byte keys: bounded by the distinct texts, like the passage ids
+    for row in rows:
+        for text in ([row.query] if field == "query" else getattr(row, field)):
+            key = text_key(text)
+            if key not in seen:
+                seen.add(key)
+                yield raw_text_row(text, row.where)
 
 
 def _check_type(row: RawRow, ctx: Dict[str, Any]) -> None:
@@ -401,6 +421,8 @@ def tokenize_dataset(name: str, path: str, fmt: str, out: str, opts: Dict[str, A
     ctx = {**opts, "instruction": opts["instructions"].get(name, opts["instruction"]), "stats": stats,
            "splitter": Splitter(opts["valid_fraction"], opts["valid_max_rows"], opts["seed"]), "passage_ids": {}}
     rows = iter_raw_rows(path, fmt, opts["batch_size"])
+    if opts["text_from"]:
+        rows = texts_of(rows, opts["text_from"])
     if opts["max_rows"]:
         rows = itertools.islice(rows, opts["max_rows"])
     if opts["min_negatives"]:
@@ -426,11 +448,18 @@ def tokenize_dataset(name: str, path: str, fmt: str, out: str, opts: Dict[str, A
 
 
 def dataset_meta(name: str, path: str, fmt: str, ctx: Dict[str, Any], stats: Stats) -> Dict[str, Any]:
-    row_type = ctx.get("row_type", ("retrieval",))[0]
+    raw = ctx.get("raw_text", (False,))[0]
+    task_type = ctx["task_types"].get(name, ctx.get("row_type", (None,))[0] or "retrieval")
+    if raw and task_type not in RAW_TEXT_TASKS:
+        raise DataError(f"{path}: raw text rows train an unsupervised stage; say which with --task_types "
+                        f"{name}=mntp or {name}=simcse")
+    if not raw and task_type in RAW_TEXT_TASKS:
+        raise DataError(f"{path}: task type {task_type} trains on raw text ({{\"text\": ...}} rows, .txt lines or "
+                        f"--text_from), but the rows are query/pos pairs")
     rows = stats.rows["train"] + stats.rows["valid"]
     return {
         "name": name,
-        "task_type": ctx["task_types"].get(name, row_type),
+        "task_type": task_type,
         "instruction": ctx["instruction"],
         "instruction_separator": ctx["instruction_separator"],
         "inline_instruction_rows": stats.inline_rows,

@@ -11,12 +11,13 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from l2e.errors import L2EError
 
 SETTINGS_FILE = "l2e_model.json"
-POOLING_MODES = ("eos", "last", "mean", "weighted_mean", "cls")
+POOLING_MODES = ("eos", "last", "mean", "weighted_mean", "cls", "attention", "latent_attention")
+TRAINABLE_POOLING = ("attention", "latent_attention")  # l2e.attention_pooling.POOLERS
 HEAD_NAMES = ("sparse", "splade", "colbert")  # l2e.heads.HEAD_NAMES (kept here: no torch import for configs)
 
 
@@ -40,6 +41,10 @@ class ModelSettings:
     colbert_dim: int = 128  # width of the multi-vector head's token vectors
     special_token_ids: Tuple[int, ...] = ()  # ids the lexical head never weighs (the tokenizer's special tokens)
     hybrid_weights: Tuple[Tuple[str, float], ...] = ()  # (representation, weight) of the fused score
+    latent_num: int = 32  # latent_attention pooling: latents, heads, head width, feed-forward multiplier
+    latent_heads: int = 4
+    latent_head_dim: int = 64
+    latent_mlp_mult: int = 1
 
     def __post_init__(self):
         problems = []
@@ -60,8 +65,9 @@ class ModelSettings:
             raise SettingsError("model settings: " + "; ".join(problems))
 
     @classmethod
-    def from_config(cls, cfg, special_token_ids=()) -> "ModelSettings":
-        """The settings a training run with ``cfg`` (an ``l2e.config.Config``) produces."""
+    def from_config(cls, cfg, special_token_ids=(), source: Optional[Dict[str, str]] = None) -> "ModelSettings":
+        """The settings a training run with ``cfg`` (an ``l2e.config.Config``) produces; ``source``: where the
+        base weights live (default: ``cfg.model_path``)."""
         from l2e.model import source_settings
 
         heads = tuple(h for h in HEAD_NAMES if getattr(cfg, f"{h}_enabled"))
@@ -71,7 +77,9 @@ class ModelSettings:
                    query_instruction=cfg.query_instruction, query_max_length=cfg.query_len,
                    passage_max_length=cfg.passage_len, is_adapter=cfg.lora_enabled, heads=heads,
                    colbert_dim=cfg.colbert_dim, special_token_ids=tuple(special_token_ids) if heads else (),
-                   hybrid_weights=weights if heads else (), **source_settings(cfg.model_path, cfg.gguf_file))
+                   hybrid_weights=weights if heads else (), latent_num=cfg.latent_num, latent_heads=cfg.latent_heads,
+                   latent_head_dim=cfg.latent_head_dim, latent_mlp_mult=cfg.latent_mlp_mult,
+                   **(source or source_settings(cfg.model_path, cfg.gguf_file)))
 
     def replace(self, **changes) -> "ModelSettings":
         """A copy with ``changes``; an unknown name is refused with the valid ones."""

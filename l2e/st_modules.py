@@ -50,3 +50,45 @@ class LexicalWeights(Module):
         config = cls.load_config(model_name_or_path, subfolder=subfolder)
         model = cls(**config)
         return cls.load_torch_weights(model_name_or_path=model_name_or_path, subfolder=subfolder, model=model)
+
+
+class TrainablePooling(Module):
+    """l2e's attention / latent-attention pooling as a sentence-transformers module (replaces ``Pooling``).
+
+    ``include_prompt: false`` leaves the prompt's tokens out of the pooling, as skip-instruction does in l2e
+    (both count the prompt as tokenized alone). Loading needs ``trust_remote_code=True`` with l2e installed.
+    """
+
+    config_keys = ["pooling_mode", "hidden_size", "latent_num", "latent_heads", "latent_head_dim", "latent_mlp_mult",
+                   "include_prompt"]
+
+    def __init__(self, pooling_mode: str, hidden_size: int, latent_num: int = 32, latent_heads: int = 4,
+                 latent_head_dim: int = 64, latent_mlp_mult: int = 1, include_prompt: bool = True):
+        super().__init__()
+        from l2e.attention_pooling import POOLERS
+
+        self.pooling_mode, self.hidden_size, self.include_prompt = pooling_mode, hidden_size, include_prompt
+        self.latent_num, self.latent_heads = latent_num, latent_heads
+        self.latent_head_dim, self.latent_mlp_mult = latent_head_dim, latent_mlp_mult
+        self.pooler = POOLERS[pooling_mode](hidden_size, latent_num=latent_num, latent_heads=latent_heads,
+                                            latent_head_dim=latent_head_dim, latent_mlp_mult=latent_mlp_mult)
+
+    def forward(self, features: dict[str, Any], **kwargs) -> dict[str, Any]:
+        keep = features["attention_mask"].bool().clone()
+        prompt = features.get("prompt_length")
+        if prompt and not self.include_prompt:  # right padding: the prompt is the first tokens
+            keep[:, :int(prompt[0]) if isinstance(prompt, torch.Tensor) else int(prompt)] = False
+        features["sentence_embedding"] = self.pooler(features["token_embeddings"], keep)
+        return features
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return self.hidden_size
+
+    def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
+        self.save_config(output_path)
+        self.save_torch_weights(output_path, safe_serialization=safe_serialization)
+
+    @classmethod
+    def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs) -> "TrainablePooling":
+        model = cls(**cls.load_config(model_name_or_path, subfolder=subfolder))
+        return cls.load_torch_weights(model_name_or_path=model_name_or_path, subfolder=subfolder, model=model)

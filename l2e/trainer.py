@@ -61,8 +61,11 @@ class Towers(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, groups: List[Dict[str, torch.Tensor]]) -> list:
-        # With representation heads each group gives a dict (dense + heads), from one backbone pass.
+    def forward(self, groups: List[Dict[str, torch.Tensor]], token_states: bool = False) -> list:
+        # With representation heads each group gives a dict (dense + heads), from one backbone pass; MNTP needs
+        # the token states themselves.
+        if token_states:
+            return [self.model.token_states(g["input_ids"], g["attention_mask"]) for g in groups]
         encode = self.model.encode_all if len(self.model.heads) else self.model
         return [encode(**g) for g in groups]
 
@@ -122,9 +125,11 @@ class Trainer:
         # The scheduler is NOT registered with accelerate's checkpointing: accelerate would unpickle it with
         # weights_only=False on resume. Its state is a step count, kept in trainer_state.json.
         self.towers, self.optimizer = self.acc.prepare(Towers(self.model), optimizer)
+        self.mntp = self._mntp_masking()
         self.collator = BatchCollator(self.train_sets, num_hard_neg=cfg.num_hard_neg, query_len=cfg.query_len,
                                       passage_len=cfg.passage_len, pad_id=self.tokenizer.pad_token_id,
-                                      seed=cfg.seed, rank=self.acc.process_index, world=self.acc.num_processes)
+                                      seed=cfg.seed, rank=self.acc.process_index, world=self.acc.num_processes,
+                                      mntp=self.mntp)
         self.negatives = self._report_negatives()
         if self.acc.is_main_process:
             cfg.save(os.path.join(self.run_dir, "config.json"))
@@ -191,6 +196,18 @@ class Trainer:
             print(f"warning: kd_enabled=true but datasets {missing} carry no teacher scores; their batches train "
                   "without the kd term", flush=True)
 
+    def _mntp_masking(self):
+        """The masking of mntp datasets (None without one): the mask token as one id of the vocabulary."""
+        from l2e.batching import MntpMasking
+
+        if not any(ds.task_type == "mntp" for ds in self.train_sets + self.valid_sets):
+            return None
+        ids = self.tokenizer(self.cfg.mntp_mask_token, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise TrainingError(f"mntp_mask_token={self.cfg.mntp_mask_token!r} is {len(ids)} tokens for this "
+                                "tokenizer; choose a text that is one token (LLM2Vec uses \"_\")")
+        return MntpMasking(ids[0], self.model.backbone.config.vocab_size, self.cfg.mntp_probability)
+
     def _bound_memory(self):
         """memory_budget_gb: checkpoint the fewest decoder layers that keep a worst-case step under it."""
         from l2e.memory import apply_checkpointing, plan_checkpointing
@@ -250,7 +267,7 @@ class Trainer:
                 with acc.accumulate(self.towers):
                     terms = self._forward_backward(batch)
                     self.consumed += 1
-                    tokens += sum(int(batch[k]["attention_mask"].sum()) for k in ("query", "passage", "negative")
+                    tokens += sum(int(batch[k]["attention_mask"].sum()) for k in ("query", "passage", "negative", "mntp")
                                   if k in batch)
                     grad_norm = None
                     if acc.sync_gradients:
@@ -280,8 +297,25 @@ class Trainer:
         finally:
             bar.close()  # before any error message, so the message is the last line
 
+    def _mntp_terms(self, batch: dict, towers=None) -> Dict[str, torch.Tensor]:
+        from l2e.losses.mntp import mntp_loss
+
+        inputs = {k: batch["mntp"][k].to(self.acc.device) for k in ("input_ids", "attention_mask", "labels")}
+        model = self.acc.unwrap_model(self.towers).model
+        if towers is None:
+            (hidden,) = self.towers([inputs], token_states=True)
+        else:
+            hidden = model.token_states(inputs["input_ids"], inputs["attention_mask"])
+        loss = mntp_loss(hidden, inputs["labels"], model.backbone.get_input_embeddings().weight)
+        return {"loss": loss, "mntp": loss.detach()}
+
     def _forward_backward(self, batch: dict) -> Dict[str, torch.Tensor]:
         cfg, acc = self.cfg, self.acc
+        if "mntp" in batch:  # an unsupervised stage's batch: masked next-token prediction, no towers
+            terms = self._mntp_terms(batch)
+            self._check_finite(terms, self.train_sets[batch["dataset"]])
+            acc.backward(terms["loss"])
+            return {k: v.detach() for k, v in terms.items()}
         names = [k for k in ("query", "passage", "negative") if k in batch]
         groups = [_inputs(batch[k], acc.device) for k in names]
         ds = self.train_sets[batch["dataset"]]
@@ -303,7 +337,7 @@ class Trainer:
     def _loss_extra(self, batch: dict, ds) -> dict:
         device = self.acc.device
         extra = {"pos_keys": batch["pos_keys"].to(device),
-                 "use_in_batch": self.cfg.in_batch_negatives and ds.task_type == "retrieval"}
+                 "use_in_batch": self.cfg.in_batch_negatives and ds.task_type in ("retrieval", "simcse")}
         for k in ("neg_keys", "pos_scores", "neg_scores"):
             if k in batch:
                 extra[k] = batch[k].to(device)
@@ -400,11 +434,14 @@ class Trainer:
         model = self.acc.unwrap_model(self.towers).model
         collator = BatchCollator([ds], num_hard_neg=self.cfg.num_hard_neg, query_len=self.cfg.query_len,
                                  passage_len=self.cfg.passage_len, pad_id=self.tokenizer.pad_token_id,
-                                 seed=self.cfg.seed)
+                                 seed=self.cfg.seed, mntp=self.mntp)
         size = min(self.global_batch, len(ds))
         losses = []
         for i, planned in enumerate(plan_epoch([len(ds)], size, self.cfg.seed, 0)):
             batch = collator(planned, 0, i)
+            if "mntp" in batch:
+                losses.append(self._mntp_terms(batch, towers=model)["loss"].item())
+                continue
             encode = model.encode_all if len(model.heads) else model
             reps = [encode(**_inputs(batch[k], self.acc.device)) for k in ("query", "passage", "negative")
                     if k in batch]

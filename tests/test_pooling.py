@@ -23,7 +23,9 @@ def pool(name, pool_mask=None):
 
 
 def test_registry_matches_config_choices():
-    assert sorted(POOLING) == sorted(POOLING_MODES)
+    from l2e.attention_pooling import POOLERS
+
+    assert sorted([*POOLING, *POOLERS]) == sorted(POOLING_MODES)
 
 
 def test_unknown_pooling_lists_valid_names():
