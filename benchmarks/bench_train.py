@@ -53,7 +53,11 @@ ROWS = {
     "l2e_gradcache_lora": ("l2e", {"lora": True, "grad_cache": True}),
     "l2e_gradcache_lora_b256": ("l2e", {"lora": True, "grad_cache": True, "batch": 256}),
     "recipe": ("recipe", {}),
+    # The same two runs with jemalloc instead of glibc's malloc (LD_PRELOAD; Debian package libjemalloc2).
+    "l2e_lora_bucketed_jemalloc": ("l2e", {"lora": True, "length_bucketing": True, "jemalloc": True}),
+    "recipe_jemalloc": ("recipe", {"jemalloc": True}),
 }
+JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 
 
 # --- shared pieces ------------------------------------------------------------------------------------------
@@ -153,9 +157,8 @@ def run_l2e(args, name: str, settings: dict) -> dict:
         cfg = load_config(os.path.join(ROOT, "configs", "cpu", "smollm2.recipe.json"),
                           [f"{k}={json.dumps(v)}" for k, v in common.items()] +
                           [f"train_data_path={json.dumps(args.data)}"])
-        if args.quick:
-            cfg.model_path = args.model_dir
-            cfg.gguf_file = ""
+        if args.quick:  # the tiny model: its own path, Matryoshka sizes that fit its 64 dimensions
+            cfg = from_dict({**cfg.to_dict(), "model_path": args.model_dir, "gguf_file": "", "mrl_dims": [16, 32]})
     else:
         raw = {"model_path": args.model_dir, "train_data_path": args.data, "bi_attn_enabled": True,
                "pooling_mode": "mean", "num_hard_neg": 0, "learning_rate": 5e-5 if not settings.get("lora") else 5e-4,
@@ -207,7 +210,9 @@ def run_st(args, name: str, settings: dict) -> dict:
     if settings.get("lora"):
         from peft import LoraConfig
 
-        model.add_adapter(LoraConfig(task_type="FEATURE_EXTRACTION", bias="none", **LORA))
+        model.add_adapter(LoraConfig(task_type="FEATURE_EXTRACTION", bias="none", r=LORA["lora_r"],
+                                     lora_alpha=LORA["lora_alpha"], lora_dropout=LORA["lora_dropout"],
+                                     target_modules=LORA["lora_target_modules"]))
     pairs = read_pairs(args.train, args.rows)
     data = datasets.Dataset.from_dict({"anchor": [p["query"] for p in pairs], "positive": [p["pos"][0] for p in pairs]})
     loss = (losses.CachedMultipleNegativesRankingLoss(model, scale=20.0, mini_batch_size=args.chunk)
@@ -225,21 +230,29 @@ def run_st(args, name: str, settings: dict) -> dict:
         dataloader_num_workers=0, use_cpu=True, disable_tqdm=True)
     trainer = SentenceTransformerTrainer(model=model, args=training_args, train_dataset=data, loss=loss,
                                          callbacks=[Stamp()])
-    collate = trainer.data_collator
-
-    def counted(features):
-        batch = collate(features)
-        masks = [v for k, v in batch.items() if k.endswith("attention_mask")]
-        counts.append((sum(int(m.sum()) for m in masks), sum(m.numel() for m in masks),
-                       sum(int((m.sum(1) ** 2).sum()) for m in masks)))
-        return batch
-
-    trainer.data_collator = counted
+    trainer.data_collator = Counted(trainer.data_collator, counts)
     start = time.perf_counter()
     trainer.train()
     backbone = model[0].auto_model
     return measure(args, name, [start] + stamps, counts, backbone, settings.get("batch", args.batch),
                    lora=bool(settings.get("lora")), grad_cache=bool(settings.get("cached")))
+
+
+class Counted:
+    """sentence-transformers' data collator, counting the real and padded positions of every batch."""
+
+    def __init__(self, inner, counts: list):
+        self.inner, self.counts = inner, counts
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __call__(self, features):
+        batch = self.inner(features)
+        masks = [v for k, v in batch.items() if k.endswith("attention_mask")]
+        self.counts.append((sum(int(m.sum()) for m in masks), sum(m.numel() for m in masks),
+                            sum(int((m.sum(1) ** 2).sum()) for m in masks)))
+        return batch
 
 
 def measure(args, name, stamps, counts, backbone, batch, *, lora, grad_cache, extra=None) -> dict:
@@ -381,6 +394,7 @@ def scale_table(results: List[dict]) -> str:
 
 # The peer of each l2e row: its sentence-transformers counterpart.
 PEERS = {"l2e_full": "st_full", "l2e_full_bucketed": "st_full", "l2e_lora": "st_lora", "l2e_lora_bucketed": "st_lora",
+         "l2e_lora_bucketed_jemalloc": "st_lora", "recipe_jemalloc": "st_lora",
          "l2e_gradcache_lora": "st_cached_lora", "l2e_gradcache_lora_b256": "st_cached_lora", "recipe": "st_lora",
          "st_full": "st_full", "st_lora": "st_lora", "st_cached_lora": "st_cached_lora"}
 
@@ -393,7 +407,7 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--chunk", type=int, default=8, help="GradCache mini-batch (both frameworks)")
-    p.add_argument("--rows", type=int, default=4096, help="Debian pairs the runs draw from")
+    p.add_argument("--rows", type=int, default=2048, help="Debian pairs the runs draw from")
     p.add_argument("--query_len", type=int, default=64)
     p.add_argument("--passage_len", type=int, default=160)
     p.add_argument("--train", default=os.path.join(ROOT, "data", "sample", "debian", "train.jsonl"))
@@ -423,7 +437,10 @@ def main(argv=None) -> None:
     results = []
     for name in names:
         print(f"== {name}", flush=True)
-        results.append(spawn(args, name, {}))
+        if ROWS[name][1].get("jemalloc") and not os.path.isfile(JEMALLOC):
+            results.append({"row": name, "error": f"{JEMALLOC} not installed (apt-get install libjemalloc2)"})
+            continue
+        results.append(spawn(args, name, {"LD_PRELOAD": JEMALLOC} if ROWS[name][1].get("jemalloc") else {}))
     text = f"fp32 matmul peak: {args.peak_gflops:.0f} GFLOP/s ({__import__('torch').get_num_threads()} threads)\n\n"
     text += table(results, PEERS)
     write(args.out, "results", results, text)

@@ -129,6 +129,7 @@ class Config:
     mntp_probability: float = 0.2  # mntp datasets: share of tokens masked (LLM2Vec: 0.2 for Llama-family)
     mntp_mask_token: str = "_"  # what a masked token becomes (LLM2Vec's choice for tokenizers without a mask token)
     attention_dropout: float = 0.0  # attention-probability dropout while training (LLM2Vec SimCSE: 0.3)
+    num_layers: int = 0  # > 0: keep only the first num_layers decoder layers (embed from an intermediate layer)
 
     # --- LoRA (peft) -------------------------------------------------------------------------------------
     lora_enabled: bool = False
@@ -222,7 +223,7 @@ def _range_problems(cfg: Config) -> List[str]:
         if getattr(cfg, name) <= 0:
             p.append(f"{name}={getattr(cfg, name)} must be > 0")
     for name in ["num_hard_neg", "query_max_length", "passage_max_length", "warmup_steps", "keep_last_n",
-                 "eval_max_queries", "dataloader_num_workers", "train_epochs", "weight_decay", "max_grad_norm",
+                 "eval_max_queries", "dataloader_num_workers", "train_epochs", "num_layers", "weight_decay", "max_grad_norm",
                  "min_lr", "spread_weight", "kd_weight", "memory_budget_gb", "sparse_weight", "splade_weight",
                  "colbert_weight", "splade_flops_query_weight", "splade_flops_doc_weight", "self_distill_weight",
                  "fusion_dense_weight", "fusion_sparse_weight", "fusion_splade_weight", "fusion_colbert_weight"]:

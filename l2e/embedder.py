@@ -35,7 +35,7 @@ class Embedder:
 
     def __init__(self, model: EmbeddingModel, tokenizer, query_instruction: Optional[str] = None,
                  max_length: Optional[int] = None, device=None, query_max_length: Optional[int] = None):
-        here = next(model.parameters()).device
+        here = next(model.parameters(), torch.empty(0)).device  # an ONNX model has no torch parameters: CPU
         if device is None:  # keep a model that already sits on an accelerator (e.g. mid-training validation)
             device = "cuda" if here.type == "cpu" and torch.cuda.is_available() else here
         self.device = torch.device(device)
@@ -157,6 +157,14 @@ class Embedder:
         ``overrides`` replace :class:`ModelSettings` values (e.g. ``pooling_mode="mean"``)."""
         model, tokenizer = load_embedding_model(path, torch_dtype, attn_implementation, **overrides)
         return cls(model, tokenizer, device=device)
+
+    @classmethod
+    def from_onnx(cls, path: str, file_name: str = "onnx/model.onnx", threads: int = 0) -> "Embedder":
+        """A checkpoint's ONNX export (``python -m l2e.onnx_export``) run by ONNX Runtime, with its settings."""
+        from l2e.model import load_tokenizer
+        from l2e.onnx_export import OnnxModel
+
+        return cls(OnnxModel(path, file_name, threads), load_tokenizer(path), device="cpu")
 
     @classmethod
     def from_pretrained(cls, path: str, pooling: Optional[str] = None, bi_attn: bool = False,

@@ -30,10 +30,12 @@ _ST_POOLING = {"eos": "pooling_mode_lasttoken", "last": "pooling_mode_lasttoken"
 TRAINING_CONFIG_FILE = "training_config.json"
 
 
-def export_final(model, tokenizer, folder: str, *, merge_lora: bool = True, training_config=None) -> str:
+def export_final(model, tokenizer, folder: str, *, merge_lora: bool = True, training_config=None,
+                 run: Optional[dict] = None) -> str:
     """Write ``folder`` atomically (old or new ``folder`` exists at every instant); returns ``folder``.
 
-    ``training_config`` (an ``l2e.config.Config``) is copied in as ``training_config.json`` for the record.
+    ``training_config`` (an ``l2e.config.Config``) is copied in as ``training_config.json`` for the record;
+    with ``run`` (steps, samples, validation history) they make the model card ``README.md``.
     """
     from l2e.model import merge_and_save
 
@@ -41,20 +43,22 @@ def export_final(model, tokenizer, folder: str, *, merge_lora: bool = True, trai
         adapter_dir = os.path.join(os.path.dirname(folder), "final_adapter") if merge_lora else folder
         with atomic_dir(adapter_dir) as tmp:
             model.save(tmp, tokenizer)
-            _write_config(tmp, training_config)
+            _write_config(tmp, training_config, model, run)
         if not merge_lora:
             return folder
         with atomic_dir(folder) as tmp:
             merge_and_save(model, tmp, tokenizer)
             write_sentence_transformers_files(tmp, tokenizer, model.current_settings(), model.hidden_size, model.pooler)
+            write_engine_files(tmp, model.current_settings())
             write_head_exports(tmp, model)
-            _write_config(tmp, training_config)
+            _write_config(tmp, training_config, model, run)
         return folder
     with atomic_dir(folder) as tmp:
         model.save(tmp, tokenizer)
         write_sentence_transformers_files(tmp, tokenizer, model.current_settings(), model.hidden_size, model.pooler)
+        write_engine_files(tmp, model.current_settings())
         write_head_exports(tmp, model)
-        _write_config(tmp, training_config)
+        _write_config(tmp, training_config, model, run)
     return folder
 
 
@@ -137,9 +141,33 @@ def _multi_vector_encoder(folder: str, model, settings: ModelSettings):
                               device="cpu")
 
 
-def _write_config(folder: str, training_config) -> None:
+def write_engine_files(folder: str, settings: ModelSettings) -> None:
+    """What serving engines read besides transformers' ``is_causal``, and what would mislead them.
+
+    - text-embeddings-inference switches Llama, Mistral and Qwen3 to bidirectional attention with
+      ``use_bidirectional_attention: true`` (it never reads ``is_causal``; Qwen2 is the exception); vLLM's
+      pooling runner and transformers read ``is_causal: false``. A bidirectional export carries both.
+    - ``chat_template.jinja`` (SmolLM2's tokenizer has one) is removed: vLLM's ``/v2/embed`` would wrap the
+      query prompt in the chat template, and an embedding model is never chatted with.
+    """
+    path = os.path.join(folder, "config.json")
+    with open(path) as f:
+        config = json.load(f)
+    if settings.bi_attn_enabled:
+        config["is_causal"] = False
+        config["use_bidirectional_attention"] = True
+    dump_json(path, config)
+    template = os.path.join(folder, "chat_template.jinja")
+    if os.path.isfile(template):
+        os.remove(template)
+
+
+def _write_config(folder: str, training_config, model, run: Optional[dict]) -> None:
+    from l2e.model_card import write_model_card
+
     if training_config is not None:
         training_config.save(os.path.join(folder, TRAINING_CONFIG_FILE))
+    write_model_card(folder, model.current_settings(), model.hidden_size, training_config, run)
 
 
 def write_sentence_transformers_files(folder: str, tokenizer, settings: ModelSettings, hidden_size: int,

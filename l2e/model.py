@@ -322,6 +322,8 @@ def build_model(cfg) -> Tuple[EmbeddingModel, Any]:
                                  cfg.quantization, cfg.cache_dir, cfg.attention_dropout)
         tokenizer = load_tokenizer(cfg.model_path, cfg.gguf_file, cfg.cache_dir)
         extras, source = {}, source_settings(cfg.model_path, cfg.gguf_file)
+    if cfg.num_layers:
+        keep_layers(backbone, cfg.num_layers)
     set_bidirectional(backbone, cfg.bi_attn_enabled)
     if cfg.quantization != "none":
         from peft import prepare_model_for_kbit_training
@@ -337,6 +339,21 @@ def build_model(cfg) -> Tuple[EmbeddingModel, Any]:
     model = EmbeddingModel(backbone, ModelSettings.from_config(cfg, tokenizer.all_special_ids, source))
     _carry_extras(model, extras)
     return model, tokenizer
+
+
+def keep_layers(backbone: nn.Module, n: int) -> None:
+    """Keep the first ``n`` decoder layers: the embedding comes from an intermediate layer (cheaper steps; the
+    later layers of a decoder specialise in next-token prediction, and embeddings often lose little without
+    them). The saved config says ``num_hidden_layers = n``, so every loader builds the shorter model."""
+    layers = getattr(backbone, "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ModelError(f"num_layers={n}: this {backbone.config.model_type} model keeps no .layers list to shorten")
+    if not 0 < n <= len(layers):
+        raise ModelError(f"num_layers={n} must be between 1 and the model's {len(layers)} layers")
+    backbone.layers = nn.ModuleList(list(layers)[:n])
+    backbone.config.num_hidden_layers = n
+    if isinstance(getattr(backbone.config, "layer_types", None), list):  # per-layer attention kinds (Qwen3)
+        backbone.config.layer_types = backbone.config.layer_types[:n]
 
 
 def _start_from(cfg):

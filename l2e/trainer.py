@@ -512,8 +512,10 @@ class Trainer:
             model = acc.unwrap_model(self.towers).model
             totals = self._run_totals()
             t0 = time.time()
+            run = {"steps": self.step, "samples": totals["samples"], "steps_time_s": totals["steps_s"],
+                   "validation": self.history}
             final_dir = export_final(model, self.tokenizer, os.path.join(self.run_dir, "final"),
-                                     merge_lora=self.cfg.lora_merge_on_export, training_config=self.cfg)
+                                     merge_lora=self.cfg.lora_merge_on_export, training_config=self.cfg, run=run)
             export_s = time.time() - t0
             totals["wall_s"] += export_s
             summary = {"experiment_id": self.cfg.experiment_id, "steps": self.step, "total_steps": self.total_steps,

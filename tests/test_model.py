@@ -275,3 +275,21 @@ def test_qlora_without_cuda_is_a_clear_error():
     with pytest.raises(ModelError, match=r"quantization='4bit' \(QLoRA\) needs a CUDA GPU .* "
                        r"set quantization='none'"):
         build_model(tiny_config("qwen3", lora_enabled=True, quantization="4bit"))
+
+
+def test_num_layers_keeps_the_first_layers_and_reloads(tmp_path):
+    from transformers import AutoModel
+
+    full, tok = build_model(tiny_config("qwen3", pooling_mode="mean"))
+    short, _ = build_model(tiny_config("qwen3", pooling_mode="mean", num_layers=1))
+    assert len(short.backbone.layers) == 1 and short.backbone.config.num_hidden_layers == 1
+    batch = make_batch(tok)
+    with torch.no_grad():  # the same first layer: its output is the full model's hidden state after layer 1
+        states = full.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                               output_hidden_states=True).hidden_states[1]
+        mine = short.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    torch.testing.assert_close(short.backbone.norm(states), mine)
+    short.save(str(tmp_path), tok)
+    assert AutoModel.from_pretrained(str(tmp_path)).config.num_hidden_layers == 1
+    with pytest.raises(ModelError, match="num_layers=5 must be between 1 and the model's 2 layers"):
+        build_model(tiny_config("qwen3", num_layers=5))
