@@ -9,8 +9,9 @@ Raw datasets (input of ``tokenize_data.py``): one file per dataset in a folder, 
   (``neg`` may be left out) with optional ``prompt`` (this row's query instruction), ``type``
   (retrieval | clustering | classification), ``pos_scores`` / ``neg_scores`` (teacher scores, one per
   ``pos`` / ``neg`` entry, for distillation).
-- Raw text for the unsupervised stages (task type ``mntp`` or ``simcse``): JSONL ``{"text": str}`` rows or a
-  ``.txt`` file, one text a line; each text is its own query and positive, without instruction.
+- Raw text for the unsupervised stages (task type ``mntp`` or ``simcse``): JSONL ``{"text": str}`` rows (or
+  ``tokenize_data.py --text_from pos`` on query/pos rows); each text is its own query and positive, without
+  instruction.
 
 Tokenized layout (written by ``tokenize_data.py``, read by :func:`load_tokenized`)::
 
@@ -52,7 +53,7 @@ from l2e.errors import L2EError
 TASK_TYPES = ("retrieval", "clustering", "classification", "mntp", "simcse")
 RAW_TEXT_TASKS = ("mntp", "simcse")  # unsupervised stages on raw text (LLM2Vec)
 SPLITS = ("train", "valid")
-FORMATS = {".jsonl": "jsonl", ".parquet": "parquet", ".txt": "text"}
+FORMATS = {".jsonl": "jsonl", ".parquet": "parquet"}
 PASSAGES_FILE = "passages.parquet"
 META_FILE = "meta.json"
 STATS_FILE = "data_stats.json"
@@ -89,7 +90,7 @@ class RawRow:
     task_type: Optional[str] = None
     pos_scores: Optional[List[float]] = None
     neg_scores: Optional[List[float]] = None
-    raw_text: bool = False  # a {"text": ...} row or a .txt line (unsupervised stages)
+    raw_text: bool = False  # a {"text": ...} row (unsupervised stages)
 
 
 def dataset_files(input_dir: str) -> List[Tuple[str, str, str]]:
@@ -119,8 +120,6 @@ def dataset_files(input_dir: str) -> List[Tuple[str, str, str]]:
 
 def iter_raw_rows(path: str, fmt: str, batch_size: int = 1000) -> Iterator[RawRow]:
     """Validated rows of one dataset file, streamed (JSONL line by line, parquet by record batches)."""
-    if fmt == "text":
-        return _iter_text(path)
     return _iter_jsonl(path) if fmt == "jsonl" else _iter_parquet(path, batch_size)
 
 
@@ -189,20 +188,6 @@ def raw_text_row(text: Any, where: str, task_type: Optional[str] = None) -> RawR
         raise DataError(f"{where}: a raw text row ({{\"text\": ...}}) has type={task_type!r}; raw text trains "
                         f"{' or '.join(RAW_TEXT_TASKS)}")
     return RawRow(where=where, query=text, pos=[text], neg=[], prompt="", task_type=task_type, raw_text=True)
-
-
-def _iter_text(path: str) -> Iterator[RawRow]:
-    """A ``.txt`` file: one raw text per non-blank line."""
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            where = f"{path}:{lineno}"
-            try:
-                line = raw.decode("utf-8").rstrip("\n")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{where}: not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); "
-                                "convert the file to UTF-8") from None
-            if line.strip():
-                yield raw_text_row(line, where)
 
 
 def _iter_parquet(path: str, batch_size: int) -> Iterator[RawRow]:

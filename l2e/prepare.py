@@ -454,8 +454,8 @@ def dataset_meta(name: str, path: str, fmt: str, ctx: Dict[str, Any], stats: Sta
         raise DataError(f"{path}: raw text rows train an unsupervised stage; say which with --task_types "
                         f"{name}=mntp or {name}=simcse")
     if not raw and task_type in RAW_TEXT_TASKS:
-        raise DataError(f"{path}: task type {task_type} trains on raw text ({{\"text\": ...}} rows, .txt lines or "
-                        f"--text_from), but the rows are query/pos pairs")
+        raise DataError(f"{path}: task type {task_type} trains on raw text ({{\"text\": ...}} rows or --text_from), "
+                        "but the rows are query/pos pairs")
     rows = stats.rows["train"] + stats.rows["valid"]
     return {
         "name": name,

@@ -418,6 +418,6 @@ def test_help_lists_every_option():
     proc = subprocess.run([sys.executable, str(ROOT / "tokenize_data.py"), "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
     options = {o for action in tokenize_data.build_parser()._actions for o in action.option_strings}
-    assert len(options) == 21  # 19 options, -h and --help
+    assert len(options) == 22  # 20 options, -h and --help
     for option in sorted(options):
         assert option in proc.stdout, option
