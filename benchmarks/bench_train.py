@@ -153,7 +153,7 @@ def run_l2e(args, name: str, settings: dict) -> dict:
     common = {"experiment_id": name, "output_dir": os.path.join(args.out, "runs"), "tb_dir": os.path.join(args.out, "tb"),
               "train_steps": args.warmup + args.steps, "checkpointing_steps": 10**6, "validation_steps": 10**6,
               "log_interval": 1, "train_batch_size": batch, "eval_data_dir": "", "keep_last_n": 1}
-    if name == "recipe":
+    if ROWS[name][0] == "recipe":
         cfg = load_config(os.path.join(ROOT, "configs", "cpu", "smollm2.recipe.json"),
                           [f"{k}={json.dumps(v)}" for k, v in common.items()] +
                           [f"train_data_path={json.dumps(args.data)}"])
@@ -441,9 +441,21 @@ def main(argv=None) -> None:
             results.append({"row": name, "error": f"{JEMALLOC} not installed (apt-get install libjemalloc2)"})
             continue
         results.append(spawn(args, name, {"LD_PRELOAD": JEMALLOC} if ROWS[name][1].get("jemalloc") else {}))
+    if args.only:  # the other rows of an earlier full run stay in the table
+        results = merge_rows(os.path.join(args.out, "results.json"), results)
     text = f"fp32 matmul peak: {args.peak_gflops:.0f} GFLOP/s ({__import__('torch').get_num_threads()} threads)\n\n"
     text += table(results, PEERS)
     write(args.out, "results", results, text)
+
+
+def merge_rows(path: str, new: List[dict]) -> List[dict]:
+    """The rows of ``path`` (an earlier run) with ``new`` replacing those of the same name, in ROWS order."""
+    old = []
+    if os.path.isfile(path):
+        with open(path) as f:
+            old = json.load(f)
+    by_name = {r["row"]: r for r in old + new}
+    return [by_name[n] for n in ROWS if n in by_name]
 
 
 def write(out: str, name: str, results: List[dict], text: str) -> None:
