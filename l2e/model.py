@@ -23,7 +23,9 @@ from l2e.pooling import get_pooling
 from l2e.errors import ModelError, one_line
 from l2e.settings import SETTINGS_FILE, ModelSettings  # noqa: F401  (SETTINGS_FILE: re-exported)
 
-HEADS_FILE = "l2e_heads.safetensors"
+# In a subfolder: serving engines (vLLM) load every top-level *.safetensors of a model folder as backbone weights
+# and refuse names they do not know ("no module or parameter named 'heads' in LlamaModel").
+HEADS_FILE = os.path.join("l2e_extras", "heads.safetensors")
 
 
 class ModelNotAvailableError(ModelError):
@@ -121,6 +123,7 @@ class EmbeddingModel(nn.Module):
             from safetensors.torch import save_file
 
             state = {k: v.detach().contiguous() for k, v in extras.items()}
+            os.makedirs(os.path.join(out_dir, os.path.dirname(HEADS_FILE)), exist_ok=True)
             save_file(state, os.path.join(out_dir, HEADS_FILE), metadata={"format": "pt"})
         self.current_settings().save(out_dir)
 

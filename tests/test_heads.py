@@ -145,3 +145,19 @@ def test_head_losses_train_every_head(headed):
     out["loss"].backward()
     for name in ("heads.sparse.linear.weight", "heads.colbert.linear.weight"):
         assert dict(model.named_parameters())[name].grad.abs().sum() > 0, name
+
+
+def test_head_weights_reload_and_stay_out_of_the_engines_weight_files(headed, tmp_path):
+    import glob
+    import os
+
+    from l2e.model import HEADS_FILE, load_embedding_model
+
+    model, tok = headed
+    model.eval().save(str(tmp_path), tok)
+    # vLLM loads every top-level *.safetensors as backbone weights: the heads' file must not be one of them.
+    assert [os.path.basename(p) for p in glob.glob(str(tmp_path / "*.safetensors"))] == ["model.safetensors"]
+    assert (tmp_path / HEADS_FILE).is_file()
+    again = load_embedding_model(str(tmp_path))[0]
+    for name, value in model.heads.state_dict().items():
+        torch.testing.assert_close(again.heads.state_dict()[name], value, rtol=0, atol=0)

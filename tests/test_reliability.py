@@ -1,4 +1,4 @@
-"""Never lose a user's work, never run a stranger's code, one line for every user error (README: Reliability).
+"""Never lose a user's work, never run a stranger's code, one line for every user error (README: When something goes wrong).
 
 Each class of fault a new user meets, on tiny models: the CLI exits 2 (130 for Ctrl-C) with exactly one
 ``error:`` line and no traceback, and nothing the user had is gone.
