@@ -63,7 +63,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--evaluate_all", action="store_true", help="evaluate every step_* folder (and final)")
     p.add_argument("--tasks", nargs="+", default=[], help="MTEB task names, e.g. T2Retrieval")
     p.add_argument("--data_dir", nargs="+", default=[], help="local BEIR folders, each an MTEB retrieval task")
-    p.add_argument("--baseline", nargs="+", default=[], help="plain HF / sentence-transformers / GGUF models")
+    p.add_argument("--baseline", nargs="+", action="extend", default=[],
+                   help="plain HF / sentence-transformers / GGUF models (list several, or repeat the flag)")
     p.add_argument("--baseline_pooling", choices=POOLING_MODES,
                    help="pooling for --baseline (default: its sentence-transformers config, else eos/mean)")
     p.add_argument("--pooling", choices=POOLING_MODES, help="override the checkpoint's pooling")
