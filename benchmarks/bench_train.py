@@ -14,8 +14,8 @@ per step (median after ``--warmup`` steps), samples/s, real tokens/s, padded pos
 peak resident memory (VmHWM), and MFU: the model FLOPs a step needs (6 x non-embedding parameters x real
 tokens for full fine-tuning, 4x under LoRA where no base weight gradient is formed, +2x for GradCache's extra
 forward, plus attention) over the step time, divided by the fp32 matmul peak measured at the start of this
-script on the same threads. The ``recipe`` row is configs/cpu/smollm2.recipe.json (MRL, spread-out, LoRA,
-length bucketing, a 7 GB memory budget), pinned by RECIPE_BASE_MIX.
+script on the same threads. The ``recipe`` row is configs/cpu/smollm2.recipe.json itself (MRL, spread-out,
+LoRA, length bucketing, its memory budget).
 
 Writes ``--out``/results.json (every number) and results.md (the table, also printed).
 """
@@ -61,13 +61,6 @@ JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 
 
 # --- shared pieces ------------------------------------------------------------------------------------------
-
-
-# The recipe row pins the recipe's mix as the speed work measured it (no hard negatives, no heads, MRL 128/256, a
-# 7 GB memory budget), so the row keeps measuring the same thing if the recipe file gains levers.
-RECIPE_BASE_MIX = {"num_hard_neg": 0, "loss_directions": ["q2p"], "false_negative_margin": -1.0, "sparse_enabled": False,
-                   "colbert_enabled": False, "splade_enabled": False, "self_distill_enabled": False,
-                   "mrl_dims": [128, 256], "mrl_dim_weights": [1.0, 1.0], "memory_budget_gb": 7.0}
 
 
 def matmul_peak_gflops(size: int = 1024, repeats: int = 10) -> float:
@@ -162,7 +155,7 @@ def run_l2e(args, name: str, settings: dict) -> dict:
               "log_interval": 1, "train_batch_size": batch, "eval_data_dir": "", "keep_last_n": 1}
     if ROWS[name][0] == "recipe":
         cfg = load_config(os.path.join(ROOT, "configs", "cpu", "smollm2.recipe.json"),
-                          [f"{k}={json.dumps(v)}" for k, v in {**RECIPE_BASE_MIX, **common}.items()] +
+                          [f"{k}={json.dumps(v)}" for k, v in common.items()] +
                           [f"train_data_path={json.dumps(args.data)}"])
         if args.quick:  # the tiny model: its own path, Matryoshka sizes that fit its 64 dimensions
             cfg = from_dict({**cfg.to_dict(), "model_path": args.model_dir, "gguf_file": "", "mrl_dims": [16, 32]})

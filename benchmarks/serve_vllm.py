@@ -75,13 +75,14 @@ def offline(args) -> None:
     docs, queries = texts(args.n)
     with open(os.path.join(args.out, "l2e.json")) as f:
         instruction = json.load(f)["instruction"]
+    limit = max_model_len(args)
     t = time.perf_counter()
-    llm = LLM(model=args.final, runner="pooling", dtype="float32", max_model_len=max_model_len(args),
+    llm = LLM(model=args.final, runner="pooling", dtype="float32", max_model_len=limit,
               enforce_eager=True, seed=0)
     startup = time.perf_counter() - t
     t = time.perf_counter()
     # vLLM refuses a text longer than max_model_len unless told to truncate; l2e truncates to the same length.
-    cut = {"truncation": True, "max_length": max_model_len(args)}
+    cut = {"truncation": True, "max_length": limit}
     d = np.array([o.outputs.embedding for o in llm.embed(docs, tokenization_kwargs=cut)], dtype=np.float32)
     secs = time.perf_counter() - t
     q = np.array([o.outputs.embedding for o in llm.embed([instruction + x for x in queries], tokenization_kwargs=cut)],
@@ -102,8 +103,10 @@ def http(args) -> None:
     with open(os.path.join(args.out, "l2e.json")) as f:
         instruction = json.load(f)["instruction"]
 
+    limit = max_model_len(args)
+
     def embed(batch):
-        body = json.dumps({"model": args.model, "input": batch, "truncate_prompt_tokens": max_model_len(args)}).encode()
+        body = json.dumps({"model": args.model, "input": batch, "truncate_prompt_tokens": limit}).encode()
         req = urllib.request.Request(args.url + "/v1/embeddings", body, {"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=600) as r:
             return [row["embedding"] for row in json.load(r)["data"]]
