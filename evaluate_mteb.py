@@ -44,6 +44,7 @@ from l2e.config import ConfigError, resolve_package_path
 from l2e.errors import run_main
 from l2e.mteb_wrapper import (EmbedderEncoder, EvalError, check_dims, limit_queries,
                               load_mteb_tasks, make_beir_task, run_mteb, task_names, write_summary)
+from l2e.precision import PRECISIONS
 from l2e.settings import POOLING_MODES
 
 LIMIT_SEED = 0  # --limits draws the same queries every run, so checkpoints compare on the same set
@@ -74,6 +75,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--document_instruction", help="instruction for corpus texts (default none)")
     p.add_argument("--max_length", type=int, help="token cap per text (default: the embedder's)")
     p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="encoder arithmetic: fp32, bf16 autocast, or auto (bf16 where the CPU has it natively and a "
+                   "probe shows it faster; l2e.precision)")
     p.add_argument("--dims", type=parse_dims, default=None, help="Matryoshka sizes to score, e.g. 64,128,256")
     p.add_argument("--limits", type=int, default=0, help="sample this many queries per task (0 = all)")
     p.add_argument("--output_folder", help="default: <ckpt_dir>/mteb_eval (output/mteb_eval without ckpt_dir)")
@@ -161,7 +165,7 @@ def model_loaders(args: argparse.Namespace) -> List[Tuple[str, Callable]]:
     def load(path: str):
         if args.onnx:  # the checkpoint's ONNX export, run by ONNX Runtime (python -m l2e.onnx_export)
             return Embedder.from_onnx(path, args.onnx)
-        return Embedder.from_checkpoint(path, **overrides)
+        return Embedder.from_checkpoint(path, precision=args.precision, **overrides)
 
     suffix = f":onnx({os.path.basename(args.onnx)})" if args.onnx else ""
     loaders = [(label + suffix, lambda p=path: load(p))
@@ -169,18 +173,21 @@ def model_loaders(args: argparse.Namespace) -> List[Tuple[str, Callable]]:
     for path in args.baseline:
         parts = os.path.normpath(path).split(os.sep)
         label = "baseline:" + "/".join(parts[-2:] if parts[-1] == "model" else parts[-1:])
-        loaders.append((label, lambda p=path: Embedder.from_pretrained(p, pooling=args.baseline_pooling)))
+        loaders.append((label, lambda p=path: Embedder.from_pretrained(p, pooling=args.baseline_pooling,
+                                                                      precision=args.precision)))
     return loaders
 
 
-def evaluate_model(embedder, label: str, tasks: list, args: argparse.Namespace, output_folder: str) -> List[dict]:
+def evaluate_model(embedder, label: str, tasks: list, args: argparse.Namespace, output_folder: str,
+                   record: Callable[[List[dict]], None]) -> None:
+    """Dense rows through MTEB, then each search row; ``record`` gets each batch of rows as it is scored."""
     dims = check_dims(args.dims, embedder.dim)
     encoder = EmbedderEncoder(embedder, label, query_instruction=args.query_instruction,
                               document_instruction=args.document_instruction, max_length=args.max_length,
                               show_progress=True, cache=len(dims) > 1)
-    rows = run_mteb(encoder, tasks, dims, batch_size=args.batch_size, output_folder=output_folder,
-                    show_progress=True)
-    return rows + evaluate_searches(searches(embedder, label, args), tasks, output_folder)
+    record(run_mteb(encoder, tasks, dims, batch_size=args.batch_size, output_folder=output_folder,
+                    show_progress=True))
+    evaluate_searches(searches(embedder, label, args), tasks, output_folder, record)
 
 
 def searches(embedder, label: str, args: argparse.Namespace) -> list:
@@ -214,14 +221,12 @@ def searches(embedder, label: str, args: argparse.Namespace) -> list:
     return out
 
 
-def evaluate_searches(models: list, tasks: list, output_folder: str) -> List[dict]:
+def evaluate_searches(models: list, tasks: list, output_folder: str, record: Callable[[List[dict]], None]) -> None:
     from l2e.mteb_wrapper import run_search
 
-    rows = []
     for model in models:
         print(f"== {model.name}", flush=True)
-        rows += run_search(model, tasks, output_folder=output_folder, show_progress=True)
-    return rows
+        record(run_search(model, tasks, output_folder=output_folder, show_progress=True))
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -230,17 +235,24 @@ def evaluate(args: argparse.Namespace) -> int:
     loaders = model_loaders(args)  # --evaluate_all finds its checkpoints before data loads
     tasks = load_tasks(args)
     rows: List[dict] = []
+
+    def record(new_rows: List[dict]) -> None:
+        # The summary is rewritten (atomically) after every row: an interrupted or failed evaluation keeps
+        # every row scored before it.
+        rows.extend(new_rows)
+        write_summary(rows, output_folder)
+
     for label, load in loaders:
         print(f"== {label}", flush=True)
         embedder = load()
-        rows += evaluate_model(embedder, label, tasks, args, output_folder)
+        print(f"precision: {embedder.precision.name} ({embedder.precision.reason})", flush=True)
+        evaluate_model(embedder, label, tasks, args, output_folder, record)
         del embedder
         gc.collect()
-        write_summary(rows, output_folder)  # after every model: a later model's error keeps these rows
     if args.bm25:
         from l2e.search import BM25Scorer, MtebSearch
 
-        rows += evaluate_searches([MtebSearch(BM25Scorer(), "bm25")], tasks, output_folder)
+        evaluate_searches([MtebSearch(BM25Scorer(), "bm25")], tasks, output_folder, record)
     print(write_summary(rows, output_folder))
     print(f"wrote {output_folder}/summary.json, summary.md and MTEB's JSON per task")
     return 0

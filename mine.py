@@ -31,6 +31,7 @@ import sys
 from typing import Optional, Sequence
 
 from l2e.errors import run_main
+from l2e.precision import PRECISIONS
 from l2e.settings import POOLING_MODES
 
 
@@ -57,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--query_instruction", help="default: the checkpoint's, else none; a row's prompt wins")
     arg("--max_length", type=int, help="token cap for queries and passages (default: the model's)")
     arg("--batch_size", type=int, default=32)
+    arg("--precision", choices=PRECISIONS, default="fp32",
+        help="encoder arithmetic: bf16 autocast, or auto (bf16 where the CPU has it natively and it is faster)")
     # --- search
     arg("--scorer", default="dense", choices=("dense", "sparse", "splade", "colbert", "hybrid", "bm25"),
         help="what ranks the pool: the model's dense vectors or one of its heads, their hybrid (fused, min-max "

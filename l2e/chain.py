@@ -80,6 +80,34 @@ def load_chain(path: str) -> Dict[str, Any]:
     return chain
 
 
+def resolved_stages(path: str, check_paths: bool = True) -> Dict[str, Any]:
+    """``run.py --chain FILE --check``: the chain checked as :func:`load_chain` does, plus each training stage's
+    paths, and every stage's resolved config (``init_from`` filled in as the chain will). Loads no model."""
+    from l2e.config import ConfigError, load_config
+
+    chain = load_chain(path)
+    out, previous, problems = chain["output_dir"], None, []
+    stages: Dict[str, Any] = {}
+    for stage in chain["stages"]:
+        name = stage["name"]
+        if "merge" in stage:
+            stages[name] = {"merge": stage["merge"]}
+            continue
+        extra = [f"{k}={json.dumps(v)}" for k, v in {"output_dir": out, "experiment_id": name}.items()]
+        try:
+            resolved = load_config(stage["config"], _overrides(stage) + extra, check_paths=check_paths).to_dict()
+        except ConfigError as e:
+            problems += [f"stage {name!r}: {p}" for p in e.problems]
+            continue
+        if previous and "init_from" not in (stage.get("set") or {}):
+            resolved["init_from"] = previous  # written by the stage before; need not exist yet
+        stages[name] = resolved
+        previous = os.path.join(out, name, "final")
+    if problems:
+        raise ChainError(f"{path}: " + "; ".join(problems))
+    return {"output_dir": out, "stages": stages}
+
+
 def _overrides(stage: dict) -> List[str]:
     return [f"{k}={json.dumps(v)}" for k, v in (stage.get("set") or {}).items()]
 
@@ -94,7 +122,15 @@ def _merge_problems(stage: dict, where: str, earlier: List[str]) -> List[str]:
     if not isinstance(models, list) or len(models) < 2:
         problems.append(f"{where}: \"models\" must list at least 2 checkpoints")
         return problems
+    from l2e.merge import value_problems
+
+    problems += [f"{where}: {p}" for p in value_problems(
+        spec.get("method", "average"), len(models), spec.get("weights"), spec.get("t", 0.5), spec.get("base"),
+        spec.get("density", 0.5), spec.get("seed", 0))]
     for ref in models:
+        if not isinstance(ref, str):
+            problems.append(f"{where}: {ref!r} is not a checkpoint name or path")
+            continue
         stage_name = ref.split(":", 1)[0]
         if not os.path.exists(ref) and stage_name not in earlier:
             problems.append(f"{where}: {ref!r} is neither an earlier stage nor a path")
@@ -145,6 +181,7 @@ def _train_stage(stage: dict, out: str, previous: Optional[str], resume: Optiona
 
 
 def _merge_stage(spec: dict, finals: Dict[str, str], out: str, final: str) -> dict:
+    from l2e.atomic import atomic_file
     from l2e.export import export_final
     from l2e.merge import merge_checkpoints
 
@@ -160,8 +197,10 @@ def _merge_stage(spec: dict, finals: Dict[str, str], out: str, final: str) -> di
     model, tokenizer = merge_checkpoints(paths, spec.get("method", "average"), weights=spec.get("weights"),
                                          t=spec.get("t", 0.5), base=base,
                                          density=spec.get("density", 0.5), seed=spec.get("seed", 0))
-    export_final(model, tokenizer, final)
+    card = {"method": spec.get("method", "average"), "models": paths,
+            **{k: v for k, v in spec.items() if k not in ("method", "models")}}
+    export_final(model, tokenizer, final, run={"merge": card})
     record = {"merged_from": paths, **{k: v for k, v in spec.items() if k != "models"}}
-    with open(os.path.join(os.path.dirname(final), "merge.json"), "w") as f:
+    with atomic_file(os.path.join(os.path.dirname(final), "merge.json")) as tmp, open(tmp, "w") as f:
         json.dump(record, f, indent=2)
     return {"stage": os.path.basename(os.path.dirname(final)), "final_dir": final, **record}

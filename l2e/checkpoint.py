@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -42,9 +43,13 @@ class CheckpointError(L2EError):
 
 def manifest(folder: str) -> Dict[str, int]:
     """``{relative path: size in bytes}`` of every file under ``folder``."""
+    from l2e.atomic import MARKER
+
     out = {}
     for root, _, files in os.walk(folder):
         for name in files:
+            if name == MARKER and root == folder:  # the staging marker is removed when the folder is swapped in
+                continue
             path = os.path.join(root, name)
             out[os.path.relpath(path, folder)] = os.path.getsize(path)
     return dict(sorted(out.items()))
@@ -77,6 +82,33 @@ def prune(run_dir: str, keep_last_n: int) -> None:
 
 
 # --- reading ----------------------------------------------------------------------------------------------
+
+
+_WRITE_FAILURES = ("no space left", "write failed", "storagefull", "os error 28", "disk quota", "read-only file")
+
+
+def is_write_failure(e: BaseException) -> bool:
+    """A full, read-only or over-quota disk, however the writer reports it: an ``OSError`` with its errno, or
+    torch.save's ``RuntimeError`` ("file write failed") and safetensors' ``IoError`` (``StorageFull``) that
+    carry no errno."""
+    import errno
+
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+        return True
+    return any(m in str(e).lower() for m in _WRITE_FAILURES)
+
+
+def write_failure_text(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    text = str(e).strip().splitlines()
+    return (text[-1] if text else type(e).__name__)[:200]
+
+
+def step_of(path: str) -> int:
+    """``.../step_12`` -> 12 (-1 for any other name)."""
+    m = _STEP.match(os.path.basename(os.path.normpath(path)))
+    return int(m.group(1)) if m else -1
 
 
 def list_checkpoints(run_dir: str) -> List[str]:
@@ -164,22 +196,36 @@ class RunLock:
     def __init__(self, run_dir: str):
         os.makedirs(run_dir, exist_ok=True)
         self.path = os.path.join(run_dir, LOCK_FILE)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+        while True:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+                os.close(self._fd)
+                raise CheckpointError(f"{run_dir} is in use by another run (pid {holder}); wait for it to finish, "
+                                      "or choose another experiment_id") from None
+            # The holder removes the file before unlocking: a lock taken on a removed file is no lock.
+            try:
+                if os.stat(self.path).st_ino == os.fstat(self._fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             os.close(self._fd)
-            raise CheckpointError(f"{run_dir} is in use by another run (pid {holder}); wait for it to finish, "
-                                  "or choose another experiment_id") from None
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, str(os.getpid()).encode(), 0)
 
     def release(self) -> None:
+        """Unlock and remove ``.lock`` (no stale pid is left behind, also when the run was refused). The file is
+        removed while still locked, so no other process can lock it in between."""
         if self._fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+            with contextlib.suppress(OSError):  # a run folder that only the refused run's lock had created
+                os.rmdir(os.path.dirname(self.path))
 
 
 def existing_run(run_dir: str) -> List[str]:

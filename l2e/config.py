@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Sequence
 
 from l2e.errors import L2EError
+from l2e.precision import PRECISIONS
 from l2e.settings import POOLING_MODES
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 LR_SCHEDULERS = ("cosine", "constant")
@@ -84,6 +85,7 @@ class Config:
     grad_cache: bool = False  # GradCache: large contrastive batches in small mini-batches
     grad_cache_mini_batch: int = 8
     torch_dtype: str = "auto"  # auto = float32 on CPU, bfloat16 on CUDA
+    precision: str = "fp32"  # fp32 | bf16 (autocast, fp32 master weights) | auto (bf16 where native and faster: l2e.precision)
 
     # --- loss ------------------------------------------------------------------------------------------
     temperature: float = 0.05  # InfoNCE: scores = cos / temperature (F2LLM uses 0.05)
@@ -138,9 +140,8 @@ class Config:
     lora_dropout: float = 0.05
     lora_bias: str = "none"
     lora_task_type: str = "FEATURE_EXTRACTION"
-    lora_target_modules: List[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
+    lora_target_modules: List[str] = field(default_factory=lambda: ["auto"])  # auto: the architecture's projections
+    lora_allow_partial: bool = False  # accept a target list that adapts only some of a block's projections
     lora_adapter_path: str = ""  # continue from a saved adapter
     lora_merge_on_export: bool = True  # also write a merged plain model at the end
     quantization: str = "none"  # QLoRA base weights via bitsandbytes (CUDA only)
@@ -264,11 +265,20 @@ def _choice_problems(cfg: Config) -> List[str]:
     _choice(p, cfg, "lora_bias", LORA_BIASES)
     _choice(p, cfg, "quantization", QUANTIZATIONS)
     _choice(p, cfg, "torch_dtype", DTYPES)
+    _choice(p, cfg, "precision", PRECISIONS)
     bad = [d for d in cfg.loss_directions if d not in LOSS_DIRECTIONS]
     if bad or "q2p" not in cfg.loss_directions:
         p.append(f"loss_directions={cfg.loss_directions!r} must contain 'q2p' and only: {', '.join(LOSS_DIRECTIONS)}")
     if cfg.lora_task_type != "FEATURE_EXTRACTION":
         p.append(f"lora_task_type={cfg.lora_task_type!r}: l2e trains embeddings; use FEATURE_EXTRACTION")
+    if (cfg.skip_instruction and cfg.instruction_separator and cfg.query_instruction
+            and cfg.instruction_separator not in cfg.query_instruction):
+        p.append(f"instruction_separator={cfg.instruction_separator!r} occurs nowhere in query_instruction="
+                 f"{cfg.query_instruction!r}: a query that carries this instruction inline would never be split "
+                 "and its instruction would be pooled; use the instruction's closing word (e.g. \"Query:\") or \"\"")
+    if "auto" in cfg.lora_target_modules and len(cfg.lora_target_modules) > 1:
+        p.append(f"lora_target_modules={cfg.lora_target_modules!r}: \"auto\" stands alone (the architecture's "
+                 "projections); drop it or the names")
     if cfg.lora_enabled and not cfg.lora_target_modules:
         p.append("lora_target_modules is empty with lora_enabled=true; name modules, e.g. [\"q_proj\", \"v_proj\"]")
     if cfg.quantization != "none" and not cfg.lora_enabled:
@@ -321,6 +331,13 @@ def _path_problems(cfg: Config, check_paths: bool) -> List[str]:
         value = getattr(cfg, name)
         if value and not os.path.exists(value):
             p.append(f"{name}={value!r} does not exist")
+    for name in ["output_dir", "tb_dir", "cache_dir"]:  # folders the run creates: an existing file is in the way
+        value = getattr(cfg, name, "")
+        if value and os.path.exists(value) and not os.path.isdir(value):
+            p.append(f"{name}={value!r} is a file, not a folder; point it at a folder (it is created if missing)")
+    run_dir = os.path.join(cfg.output_dir, cfg.experiment_id)
+    if cfg.output_dir and os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        p.append(f"output_dir/experiment_id={run_dir!r} is a file; choose another experiment_id or move the file")
     return p
 
 

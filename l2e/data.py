@@ -513,10 +513,14 @@ def _beir_file(folder: str, name: str, also: str = "") -> str:
 
 def _read_beir_texts(path: str) -> Dict[str, str]:
     texts: Dict[str, str] = {}
+    first: Dict[str, str] = {}
     for where, obj in iter_json_lines(path):
         if not isinstance(obj, dict) or "_id" not in obj or not isinstance(obj.get("text"), str):
             raise DataError(f'{where}: expected {{"_id": ..., "text": "..."}}')
-        texts[str(obj["_id"])] = titled_text(obj)
+        key = str(obj["_id"])
+        if key in texts:  # the later line would silently replace the earlier one's text
+            raise DataError(f"{where}: _id {key!r} is used twice (first at {first[key]}); ids must be unique")
+        texts[key], first[key] = titled_text(obj), where
     return texts
 
 

@@ -20,6 +20,7 @@ import torch
 
 from l2e.bidirectional import set_bidirectional
 from l2e.errors import L2EError
+from l2e.precision import autocast, resolve_precision
 from l2e.model import EmbeddingModel, load_backbone, load_embedding_model, load_tokenizer, source_settings, split_gguf
 from l2e.settings import ModelSettings
 from l2e.tokens import encode_inline, encode_texts, is_decoder_tokenizer, pad_batch
@@ -28,13 +29,15 @@ from l2e.tokens import encode_inline, encode_texts, is_decoder_tokenizer, pad_ba
 class Embedder:
     """Encode texts with an ``EmbeddingModel`` as its :class:`~l2e.settings.ModelSettings` say.
 
-    ``query_instruction``, ``max_length`` (passages) and ``query_max_length`` default to the model's settings
-    (``None``); a value given here changes them for this embedder only. ``device=None``: CUDA when available
+    ``query_instruction`` defaults to the model's settings (``None``); ``max_length`` (passages) and
+    ``query_max_length`` to its one inference cap (``ModelSettings.inference_max_length``, what the exports
+    apply); a value given here changes them for this embedder only. ``device=None``: CUDA when available
     for a model on CPU, else wherever the model already is.
     """
 
     def __init__(self, model: EmbeddingModel, tokenizer, query_instruction: Optional[str] = None,
-                 max_length: Optional[int] = None, device=None, query_max_length: Optional[int] = None):
+                 max_length: Optional[int] = None, device=None, query_max_length: Optional[int] = None,
+                 precision: str = "fp32"):
         here = next(model.parameters(), torch.empty(0)).device  # an ONNX model has no torch parameters: CPU
         if device is None:  # keep a model that already sits on an accelerator (e.g. mid-training validation)
             device = "cuda" if here.type == "cpu" and torch.cuda.is_available() else here
@@ -43,8 +46,11 @@ class Embedder:
         self.tokenizer = tokenizer
         s = model.settings
         self.query_instruction = s.query_instruction if query_instruction is None else query_instruction
-        self.max_length = max_length or s.passage_max_length
-        self.query_max_length = query_max_length or (max_length if max_length else s.query_max_length)
+        self.max_length = max_length or s.inference_max_length
+        self.query_max_length = query_max_length or max_length or s.inference_max_length
+        # bf16 autocast for the forward pass (weights stay as loaded); an ONNX model computes in its own dtype.
+        is_torch = next(model.parameters(), None) is not None
+        self.precision = resolve_precision(precision if is_torch else "fp32", self.device)
 
     @property
     def dim(self) -> int:
@@ -63,7 +69,7 @@ class Embedder:
         texts = list(texts)
         out = np.zeros((len(texts), dim or self.dim), dtype=np.float32)
         for rows, batch in self._batches(texts, instruction, batch_size, max_length, separator, show_progress):
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(self.precision, self.device):
                 emb = self.model(batch["input_ids"], batch["attention_mask"], batch["pool_mask"])  # (batch, hidden)
             emb = emb[:, :dim] if dim else emb
             out[rows] = torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy()
@@ -85,7 +91,7 @@ class Embedder:
         parts: Dict[str, list] = {n: [] for n in names}
         order: List[int] = []
         for rows, batch in self._batches(texts, instruction, batch_size, max_length, separator, show_progress):
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(self.precision, self.device):
                 reps = self.model.encode_all(batch["input_ids"], batch["attention_mask"], batch["pool_mask"])
             order += rows
             for name in names:
@@ -152,11 +158,11 @@ class Embedder:
 
     @classmethod
     def from_checkpoint(cls, path: str, device=None, torch_dtype: str = "auto", attn_implementation: str = "sdpa",
-                        **overrides) -> "Embedder":
+                        precision: str = "fp32", **overrides) -> "Embedder":
         """A training checkpoint folder (full model, or adapter + base) with its saved settings;
         ``overrides`` replace :class:`ModelSettings` values (e.g. ``pooling_mode="mean"``)."""
         model, tokenizer = load_embedding_model(path, torch_dtype, attn_implementation, **overrides)
-        return cls(model, tokenizer, device=device)
+        return cls(model, tokenizer, device=device, precision=precision)
 
     @classmethod
     def from_onnx(cls, path: str, file_name: str = "onnx/model.onnx", threads: int = 0) -> "Embedder":
@@ -170,7 +176,7 @@ class Embedder:
     def from_pretrained(cls, path: str, pooling: Optional[str] = None, bi_attn: bool = False,
                         query_instruction: str = "", max_length: Optional[int] = None, device=None,
                         gguf_file: str = "", torch_dtype: str = "auto", attn_implementation: str = "sdpa",
-                        skip_instruction: bool = False) -> "Embedder":
+                        skip_instruction: bool = False, precision: str = "fp32") -> "Embedder":
         """Any plain HF folder, sentence-transformers folder or GGUF model (baselines for the evaluator).
 
         ``pooling=None``: the sentence-transformers pooling config when there is one, else ``eos`` for
@@ -188,7 +194,7 @@ class Embedder:
         settings = ModelSettings(pooling_mode=pooling, bi_attn_enabled=bi_attn, skip_instruction=skip_instruction,
                                  query_instruction=query_instruction, query_max_length=length,
                                  passage_max_length=length, **source_settings(path, gguf_file))
-        return cls(EmbeddingModel(backbone, settings), tokenizer, device=device)
+        return cls(EmbeddingModel(backbone, settings), tokenizer, device=device, precision=precision)
 
 
 _ST_POOLING = {  # sentence-transformers 1_Pooling/config.json flag -> l2e pooling

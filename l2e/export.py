@@ -43,7 +43,7 @@ def export_final(model, tokenizer, folder: str, *, merge_lora: bool = True, trai
         adapter_dir = os.path.join(os.path.dirname(folder), "final_adapter") if merge_lora else folder
         with atomic_dir(adapter_dir) as tmp:
             model.save(tmp, tokenizer)
-            _write_config(tmp, training_config, model, run)
+            _write_config(tmp, training_config, model, run, adapter_dir)
         if not merge_lora:
             return folder
         with atomic_dir(folder) as tmp:
@@ -51,14 +51,14 @@ def export_final(model, tokenizer, folder: str, *, merge_lora: bool = True, trai
             write_sentence_transformers_files(tmp, tokenizer, model.current_settings(), model.hidden_size, model.pooler)
             write_engine_files(tmp, model.current_settings())
             write_head_exports(tmp, model)
-            _write_config(tmp, training_config, model, run)
+            _write_config(tmp, training_config, model, run, folder)
         return folder
     with atomic_dir(folder) as tmp:
         model.save(tmp, tokenizer)
         write_sentence_transformers_files(tmp, tokenizer, model.current_settings(), model.hidden_size, model.pooler)
         write_engine_files(tmp, model.current_settings())
         write_head_exports(tmp, model)
-        _write_config(tmp, training_config, model, run)
+        _write_config(tmp, training_config, model, run, folder)
     return folder
 
 
@@ -93,7 +93,7 @@ def _text_transformer(folder: str, settings: ModelSettings, **kwargs):
     # A pinned text modality: SmolLM2's tokenizer has a chat template, and sentence-transformers would otherwise
     # render plain strings through it.
     modality = {"text": {"method": "forward", "method_output_name": kwargs.pop("output", "last_hidden_state")}}
-    return Transformer(folder, max_seq_length=settings.passage_max_length, modality_config=modality,
+    return Transformer(folder, max_seq_length=settings.inference_max_length, modality_config=modality,
                        module_output_name="token_embeddings", **kwargs)
 
 
@@ -162,12 +162,12 @@ def write_engine_files(folder: str, settings: ModelSettings) -> None:
         os.remove(template)
 
 
-def _write_config(folder: str, training_config, model, run: Optional[dict]) -> None:
+def _write_config(folder: str, training_config, model, run: Optional[dict], dest: str) -> None:
     from l2e.model_card import write_model_card
 
     if training_config is not None:
         training_config.save(os.path.join(folder, TRAINING_CONFIG_FILE))
-    write_model_card(folder, model.current_settings(), model.hidden_size, training_config, run)
+    write_model_card(folder, model.current_settings(), model.hidden_size, training_config, run, dest=dest)
 
 
 def write_sentence_transformers_files(folder: str, tokenizer, settings: ModelSettings, hidden_size: int,
@@ -200,7 +200,7 @@ def write_sentence_transformers_files(folder: str, tokenizer, settings: ModelSet
     os.makedirs(os.path.join(folder, "2_Normalize"), exist_ok=True)
     dump_json(os.path.join(folder, "config_sentence_transformers.json"), st_config)
     dump_json(os.path.join(folder, "sentence_bert_config.json"),
-              {"max_seq_length": settings.passage_max_length, "do_lower_case": False})
+              {"max_seq_length": settings.inference_max_length, "do_lower_case": False})
     if is_decoder_tokenizer(tokenizer):
         append_eos_post_processor(folder, tokenizer)
 

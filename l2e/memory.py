@@ -60,8 +60,11 @@ def saved_bytes(fn, exclude: frozenset = frozenset()) -> int:
     return sum(storages.values())
 
 
-def measure_per_layer(model, seq_len: int, device) -> float:
-    """Bytes one decoder layer keeps for backward per token, on 2 probe texts of ``seq_len`` tokens."""
+def measure_per_layer(model, seq_len: int, device, precision=None) -> float:
+    """Bytes one decoder layer keeps for backward per token, on 2 probe texts of ``seq_len`` tokens, in the
+    arithmetic the run trains in (bf16 autocast keeps bf16 copies of matmul inputs: about half of fp32's)."""
+    from l2e.precision import Precision, autocast
+
     layers = decoder_layers(model.backbone)
     ids = torch.randint(10, 1000, (2, seq_len), device=device)
     mask = torch.ones_like(ids)
@@ -69,7 +72,8 @@ def measure_per_layer(model, seq_len: int, device) -> float:
     model.train()
     weights = frozenset(t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()])
     try:
-        total = saved_bytes(lambda: model(ids, mask), exclude=weights)
+        with autocast(precision or Precision("fp32", ""), device):
+            total = saved_bytes(lambda: model(ids, mask), exclude=weights)
     finally:
         model.train(was_training)
     return total / max(1, len(layers)) / ids.numel()
@@ -83,10 +87,10 @@ def current_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def plan_checkpointing(cfg, model, device) -> CheckpointPlan:
+def plan_checkpointing(cfg, model, device, precision=None) -> CheckpointPlan:
     """The fewest checkpointed layers that keep a worst-case step under ``cfg.memory_budget_gb``."""
     layers = decoder_layers(model.backbone)
-    per_layer = measure_per_layer(model, cfg.passage_len, device)
+    per_layer = measure_per_layer(model, cfg.passage_len, device, precision)
     rows = cfg.grad_cache_mini_batch if cfg.grad_cache else cfg.train_batch_size
     towers = cfg.query_len + cfg.passage_len * (1 + cfg.num_hard_neg)
     tokens = rows * towers

@@ -109,22 +109,40 @@ def merge_checkpoints(paths: Sequence[str], method: str, *, weights: Optional[Se
     return target, tokenizer
 
 
-def check_merge(paths, method: str, weights, t: float, base, density: float) -> None:
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def value_problems(method, n_models: int, weights, t, base, density, seed=0) -> List[str]:
+    """Everything wrong with a merge's values, without touching a checkpoint: what ``run.py --chain`` checks
+    before any stage trains, and :func:`check_merge` before loading."""
     problems: List[str] = []
     if method not in METHODS:
         problems.append(f"method={method!r}; use one of {', '.join(METHODS)}")
-    if len(paths) < 2:
-        problems.append(f"{len(paths)} checkpoint(s) given; merging needs at least 2")
-    if method == "slerp" and len(paths) != 2:
-        problems.append(f"slerp merges exactly 2 checkpoints ({len(paths)} given); use average for more")
-    if method == "slerp" and not 0 <= t <= 1:
+    if n_models < 2:
+        problems.append(f"{n_models} checkpoint(s) given; merging needs at least 2")
+    if method == "slerp" and n_models != 2:
+        problems.append(f"slerp merges exactly 2 checkpoints ({n_models} given); use average for more")
+    if not _is_number(t):
+        problems.append(f"t={t!r} must be a number in [0, 1]")
+    elif method == "slerp" and not 0 <= t <= 1:
         problems.append(f"t={t} must be in [0, 1]")
     if method in ("ties", "dare_ties", "dare_linear") and not base:
         problems.append(f"{method} needs base (the checkpoint the task vectors are measured from)")
-    if weights is not None and (len(weights) != len(paths) or any(w < 0 for w in weights) or not sum(weights)):
-        problems.append(f"weights={list(weights)}: one non-negative weight per checkpoint, not all zero")
-    if not 0 < density <= 1:
-        problems.append(f"density={density} must be in (0, 1]")
+    if weights is not None:
+        if not isinstance(weights, (list, tuple)) or not all(_is_number(w) for w in weights):
+            problems.append(f"weights={weights!r} must be a list of numbers, one per checkpoint")
+        elif len(weights) != n_models or any(w < 0 for w in weights) or not sum(weights):
+            problems.append(f"weights={list(weights)}: one non-negative weight per checkpoint, not all zero")
+    if not _is_number(density) or not 0 < density <= 1:
+        problems.append(f"density={density!r} must be a number in (0, 1]")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        problems.append(f"seed={seed!r} must be an integer")
+    return problems
+
+
+def check_merge(paths, method: str, weights, t: float, base, density: float) -> None:
+    problems = value_problems(method, len(paths), weights, t, base, density)
     import os
 
     problems += [f"{p!r} does not exist" for p in [*paths, *([base] if base else [])] if not os.path.isdir(p)]

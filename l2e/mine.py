@@ -246,6 +246,7 @@ class MineOptions:
     max_rows: int = 0
     scorer: str = "dense"  # dense, sparse, splade, colbert (the model's heads), hybrid, or bm25 (no model)
     hybrid_weights: Optional[dict] = None  # --scorer hybrid: {name: weight}; default the model's fusion weights
+    precision: str = "fp32"  # fp32 | bf16 | auto: the encoder's arithmetic (l2e.precision)
 
     @property
     def window(self) -> Tuple[int, int]:
@@ -286,6 +287,11 @@ def check_options(o: MineOptions) -> None:
         problems.append(f"--scorer {o.scorer!r}: use one of {', '.join(SCORERS)}")
     if o.scorer != "dense" and o.faiss:
         problems.append("--faiss searches dense vectors only; leave it out with --scorer " + o.scorer)
+    if os.path.isdir(o.output):
+        problems.append(f"--output {o.output!r} is a folder; name the file to write, e.g. {o.output.rstrip('/')}/"
+                        "mined.jsonl")
+    if o.corpus and os.path.isfile(o.corpus) and os.path.getsize(o.corpus) == 0:
+        problems.append(f"--corpus {o.corpus!r} is empty; give a file of {{\"text\": ...}} lines or leave --corpus out")
     if os.path.abspath(o.output) == os.path.abspath(o.input):
         problems.append(f"--output {o.output!r} is the input file; write the mined rows elsewhere")
     try:
@@ -353,7 +359,7 @@ def load_embedder(args: MineOptions):
 
     if os.path.isfile(os.path.join(args.model, SETTINGS_FILE)):
         overrides = {k: v for k, v in {"pooling_mode": args.pooling, "bi_attn_enabled": args.bi_attn}.items() if v}
-        embedder = Embedder.from_checkpoint(args.model, **overrides)
+        embedder = Embedder.from_checkpoint(args.model, precision=args.precision, **overrides)
         if args.query_instruction is not None:
             embedder.query_instruction = args.query_instruction
         if args.max_length:
@@ -361,7 +367,7 @@ def load_embedder(args: MineOptions):
         return embedder
     return Embedder.from_pretrained(args.model, pooling=args.pooling, bi_attn=args.bi_attn,
                                     query_instruction=args.query_instruction or "", max_length=args.max_length,
-                                    gguf_file=args.gguf_file)
+                                    gguf_file=args.gguf_file, precision=args.precision)
 
 
 def encode_queries(embedder, rows: List[dict], batch_size: int) -> np.ndarray:
@@ -429,6 +435,8 @@ def run(o: MineOptions) -> Dict:
     tick = time.perf_counter()
     embedder = load_embedder(o) if o.scorer != "bm25" else None
     times["load_model_s"] = time.perf_counter() - tick
+    if embedder is not None:
+        print(f"precision: {embedder.precision.name} ({embedder.precision.reason})", flush=True)
     selection = dict(range_start=range_start, num_neg=o.negative_number, relative_margin=o.relative_margin,
                      absolute_margin=o.absolute_margin, seed=o.seed, exclude=exclude)
     if o.scorer == "dense":
@@ -464,7 +472,7 @@ def run(o: MineOptions) -> Dict:
     stats = {"input": o.input, "output": o.output, "model": o.model, "scorer": o.scorer, "pool": len(texts),
              "range": [range_start, range_end], "negative_number": o.negative_number,
              "relative_margin": o.relative_margin, "absolute_margin": o.absolute_margin, "seed": o.seed,
-             **stats, "time": {k: round(v, 2) for k, v in times.items()}}
+             "precision": embedder.precision.name if embedder is not None else None, **stats, "time": {k: round(v, 2) for k, v in times.items()}}
     with atomic_file(stats_path(o.output)) as tmp, open(tmp, "w") as f:
         json.dump(stats, f, indent=2)
     return stats

@@ -406,14 +406,14 @@ def merge_and_save(model: EmbeddingModel, out_dir: str, tokenizer=None):
 
 
 def _reload_unquantized(model: EmbeddingModel) -> nn.Module:
-    from peft import PeftModel
+    from l2e.lora import load_adapter
 
     tmp = tempfile.mkdtemp(prefix="l2e_adapter_")
     try:
         model.backbone.save_pretrained(tmp)
         base = load_backbone(model.settings.base_model_path, model.settings.gguf_file)
         set_bidirectional(base, is_bidirectional(model.backbone))
-        return PeftModel.from_pretrained(base, tmp)
+        return load_adapter(base, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -426,13 +426,13 @@ def load_embedding_model(ckpt_dir: str, torch_dtype: str = "auto", attn_implemen
     """
     settings = ModelSettings.load(ckpt_dir).replace(**overrides)
     if settings.is_adapter:
-        from peft import PeftModel
+        from l2e.lora import load_adapter
 
         base = load_backbone(settings.base_model_path, settings.gguf_file, torch_dtype, attn_implementation,
                              attention_dropout=attention_dropout)
         set_bidirectional(base, settings.bi_attn_enabled)
         try:
-            backbone = PeftModel.from_pretrained(base, ckpt_dir)
+            backbone = load_adapter(base, ckpt_dir)
         except Exception as e:  # noqa: BLE001 -- a damaged adapter file
             raise _load_error(ckpt_dir, None, "LoRA adapter", e) from e
     else:

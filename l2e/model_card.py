@@ -16,16 +16,25 @@ _ENGINE_POOLING = {"eos": "last-token", "last": "last-token", "mean": "mean", "c
 
 
 def write_model_card(folder: str, settings: ModelSettings, hidden_size: int, training_config=None,
-                     run: Optional[Dict[str, Any]] = None) -> str:
+                     run: Optional[Dict[str, Any]] = None, dest: Optional[str] = None) -> str:
+    """``folder/README.md``. ``dest``: where the folder will live once complete (``folder`` may be l2e's
+    staging copy, whose name must not reach the card)."""
     path = os.path.join(folder, "README.md")
     with open(path, "w") as f:
-        f.write(model_card(settings, hidden_size, training_config, run or {}, os.path.basename(folder.rstrip("/"))))
+        f.write(model_card(settings, hidden_size, training_config, run or {}, dest or folder))
     return path
 
 
-def model_card(settings: ModelSettings, hidden: int, cfg, run: Dict[str, Any], name: str) -> str:
+def card_title(path: str) -> str:
+    """``output/run/final`` -> ``run``; any other folder -> its own name."""
+    parts = os.path.normpath(path).split(os.sep)
+    return parts[-2] if parts[-1] in ("final", "final_adapter") and len(parts) > 1 else parts[-1]
+
+
+def model_card(settings: ModelSettings, hidden: int, cfg, run: Dict[str, Any], path: str) -> str:
+    name = os.path.normpath(path)
     base = os.path.basename(settings.base_model_path.rstrip("/")) + (f" ({settings.gguf_file})" if settings.gguf_file else "")
-    lines = [f"# {name}: an l2e text-embedding model", "",
+    lines = [f"# {card_title(path)}: an l2e text-embedding model", "",
              f"A {hidden}-dimensional embedding model trained with l2e from the decoder LLM "
              f"`{base}`. Cosine similarity; queries carry the instruction below, documents none.", "",
              "## Model details", "", "| | |", "|---|---|",
@@ -33,12 +42,28 @@ def model_card(settings: ModelSettings, hidden: int, cfg, run: Dict[str, Any], n
              f"| attention | {'bidirectional (is_causal: false)' if settings.bi_attn_enabled else 'causal'} |",
              f"| pooling | {settings.pooling_mode}{', instruction tokens left out' if settings.skip_instruction else ''} |",
              f"| output | {hidden} dimensions, L2-normalised |",
-             f"| max length | queries {settings.query_max_length}, documents {settings.passage_max_length} tokens |"]
+             f"| max length | {settings.inference_max_length} tokens for queries and documents at inference (trained at "
+             f"queries {settings.query_max_length}, documents {settings.passage_max_length}) |"]
     if settings.heads:
         lines.append(f"| other representations | {', '.join(settings.heads)} (sub-folders below) |")
-    lines += (_training(cfg, run) + _evaluation(run) + _prompts(settings) + _usage(settings, name)
+    lines += (_merge(run.get("merge")) + _training(cfg, run) + _evaluation(run) + _prompts(settings)
+              + _usage(settings, name)
               + _serving(settings, name))
     return "\n".join(lines) + "\n"
+
+
+def _merge(merge: Optional[Dict[str, Any]]) -> List[str]:
+    """A merged model says so: of which checkpoints, by which method, with which weights / t / density."""
+    if not merge:
+        return []
+    lines = ["", "## Merge", "", f"This model is a **merge** of {len(merge['models'])} checkpoints "
+             f"(`l2e.merge`, method `{merge.get('method', 'average')}`), not the output of one training run.", "",
+             "| | |", "|---|---|", f"| method | {merge.get('method', 'average')} |"]
+    lines += [f"| model {i + 1} | `{m}` |" for i, m in enumerate(merge["models"])]
+    for key in ("weights", "t", "base", "density", "seed"):
+        if merge.get(key) is not None:
+            lines.append(f"| {key} | {merge[key]} |")
+    return lines
 
 
 def _training(cfg, run: Dict[str, Any]) -> List[str]:
@@ -110,7 +135,7 @@ def _serving(settings: ModelSettings, name: str) -> List[str]:
     problems = []
     if pooling is None:
         problems.append(f"the engines have no {settings.pooling_mode} pooling")
-    if settings.skip_instruction and settings.pooling_mode in ("mean", "weighted_mean", "attention",
+    if settings.skip_instruction and settings.pooling_mode in ("mean", "weighted_mean", "cls", "attention",
                                                                "latent_attention"):
         problems.append("the engines pool the instruction's tokens too (skip-instruction is not served): query "
                         "vectors differ from l2e's")

@@ -180,7 +180,7 @@ class EmbedderEncoder(AbsEncoder):
         return other
 
     def _encode_full(self, texts: List[str], kind: str, batch_size: int) -> np.ndarray:
-        # encode_queries / encode_corpus apply the checkpoint's per-side max length (query_max_length).
+        # encode_queries / encode_corpus apply the checkpoint's inference max length (what its exports apply).
         encode = self.model.encode_queries if kind == "query" else self.model.encode_corpus
         options = {"instruction": self.instructions[kind], "batch_size": batch_size, "show_progress": self.show_progress}
         if self.max_length:
@@ -315,11 +315,13 @@ def format_table(rows: Sequence[dict]) -> str:
 
 def write_summary(rows: Sequence[dict], output_folder: str) -> str:
     """``summary.json`` (the rows) and ``summary.md`` (the table) in ``output_folder``; returns the table."""
+    from l2e.atomic import atomic_file
+
     os.makedirs(output_folder, exist_ok=True)
-    with open(os.path.join(output_folder, "summary.json"), "w") as f:
+    with atomic_file(os.path.join(output_folder, "summary.json")) as tmp, open(tmp, "w") as f:
         json.dump(list(rows), f, indent=2)
         f.write("\n")
     table = format_table(rows)
-    with open(os.path.join(output_folder, "summary.md"), "w") as f:
+    with atomic_file(os.path.join(output_folder, "summary.md")) as tmp, open(tmp, "w") as f:
         f.write(table)
     return table

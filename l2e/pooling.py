@@ -66,8 +66,13 @@ def last_token_pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pool_mas
 
 @register("cls")
 def first_token_pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pool_mask=None) -> torch.Tensor:
-    """Hidden state of the first real token ([CLS] for BERT-style encoders)."""
-    return _gather(hidden, first_token_index(attention_mask)).to(torch.float32)  # (batch, hidden)
+    """Hidden state of the first real token ([CLS] for BERT-style encoders); with skip-instruction, the first
+    token of the text after the instruction -- what sentence-transformers' ``Pooling(cls, include_prompt=False)``
+    takes, so exports agree. A text with no token after its instruction falls back to its first real token
+    (sentence-transformers does the same)."""
+    pooled = _pooled_tokens(attention_mask, pool_mask)  # (batch, seq)
+    index = torch.where(pooled.any(dim=1), first_token_index(pooled), first_token_index(attention_mask))
+    return _gather(hidden, index).to(torch.float32)  # (batch, hidden)
 
 
 @register("mean")

@@ -64,6 +64,14 @@ class ModelSettings:
         if problems:
             raise SettingsError("model settings: " + "; ".join(problems))
 
+    @property
+    def inference_max_length(self) -> int:
+        """The one token cap inference applies to queries and documents alike: the longer of the two training
+        caps. Why one: sentence-transformers (one ``max_seq_length``), ONNX Runtime, vLLM and TEI can express only
+        one, and l2e's own Embedder must give the vectors they give. Training may still cut queries shorter
+        (``query_max_length``) to save compute; a longer query at inference only adds text the model can read."""
+        return max(self.query_max_length, self.passage_max_length)
+
     @classmethod
     def from_config(cls, cfg, special_token_ids=(), source: Optional[Dict[str, str]] = None) -> "ModelSettings":
         """The settings a training run with ``cfg`` (an ``l2e.config.Config``) produces; ``source``: where the

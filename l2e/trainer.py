@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import time
 from typing import Dict, List, Optional
 
@@ -28,6 +29,8 @@ from l2e.data import row_lengths
 from l2e.errors import L2EError
 from l2e.grad_cache import grad_cache_step
 from l2e.optim import build_optimizer, build_scheduler
+from l2e.atomic import atomic_file, staging_path
+from l2e.precision import resolve_precision
 
 
 class TrainingError(L2EError):
@@ -96,14 +99,23 @@ class Trainer:
         cfg = self.cfg
         # cpu=True without CUDA: accelerate then runs torchrun-launched processes as MULTI_CPU (gloo)
         # instead of silently training each process alone.
-        self.acc = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        # precision: bf16 autocast through accelerate (fp32 master weights and optimizer state). On CUDA the
+        # accelerate config decides, as the GPU configs always did; on CPU l2e.precision decides and says why.
+        self.precision = resolve_precision(cfg.precision)
+        mixed = "bf16" if self.precision.bf16 and not torch.cuda.is_available() else None
+        self.acc = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps, mixed_precision=mixed,
                                log_with="tensorboard", project_dir=cfg.tb_dir, cpu=not torch.cuda.is_available())
+        if self.acc.is_main_process:
+            print(f"precision: {self.precision.name} ({self.precision.reason})", flush=True)
         check_runtime(cfg, self.acc.distributed_type)
         resume_from = self._claim_run_dir()  # before anything in the run folder is written
         set_seed(cfg.seed)
         self.train_sets = load_tokenized(cfg.train_data_path, "train")
         self.valid_sets = [d for d in load_tokenized(cfg.train_data_path, "valid") if len(d)]
         self.model, self.tokenizer = build_model(cfg)
+        coverage = getattr(self.model.backbone, "l2e_lora_coverage", None)
+        if coverage and self.acc.is_main_process:
+            print(coverage, flush=True)
         check_hidden_size(cfg, self.model.hidden_size)
         self.checkpoint_plan = self._bound_memory()
         self._check_data_matches_model()
@@ -134,7 +146,7 @@ class Trainer:
         if self.acc.is_main_process:
             cfg.save(os.path.join(self.run_dir, "config.json"))
         if resume_from:
-            self._load(resume_from)
+            self._load_newest_loadable(resume_from)
         # purge_step: TensorBoard drops the events a killed run logged past the step this run resumes from.
         tb = {"tensorboard": {"purge_step": self.step + 1}} if resume_from else {}
         self.acc.init_trackers(cfg.experiment_id, config=_scalar_config(cfg), init_kwargs=tb)
@@ -214,7 +226,7 @@ class Trainer:
 
         if self.cfg.memory_budget_gb <= 0 or self.cfg.gradient_checkpointing:
             return None
-        plan = plan_checkpointing(self.cfg, self.model, self.acc.device)
+        plan = plan_checkpointing(self.cfg, self.model, self.acc.device, self.precision)
         apply_checkpointing(self.model.backbone, plan.layers)
         if self.acc.is_main_process:
             print(f"memory: {plan.layers} of {plan.total_layers} layers checkpointed, ~{plan.estimate_gb:.1f} GB "
@@ -454,7 +466,8 @@ class Trainer:
 
         cfg = self.cfg
         model = self.acc.unwrap_model(self.towers).model
-        embedder = Embedder(model, self.tokenizer, device=self.acc.device)  # the model's own settings
+        embedder = Embedder(model, self.tokenizer, device=self.acc.device,  # the model's own settings
+                            precision=self.precision.name)
         rows = evaluate_retrieval(embedder, cfg.eval_data_dir, max_queries=cfg.eval_max_queries,
                                   batch_size=cfg.train_batch_size * 2)
         return {k: rows[0][k] for k in ("ndcg_at_10", "recall_at_10", "recall_at_100", "mrr_at_10") if k in rows[0]}
@@ -465,22 +478,52 @@ class Trainer:
         acc = self.acc
         self._check_finite_weights()
         final = os.path.join(self.run_dir, f"step_{self.step}")
-        tmp = checkpoint.begin(final) if acc.is_main_process else final + ".tmp"
+        tmp = checkpoint.begin(final) if acc.is_main_process else staging_path(final)
         acc.wait_for_everyone()
-        acc.save_state(os.path.join(tmp, "state"))
+        try:
+            acc.save_state(os.path.join(tmp, "state"))
+            if acc.is_main_process:
+                self._save_model(tmp)
+                _fault_point("after_state", self.step)
+                state = {"step": self.step, "consumed_batches": self.consumed, "total_steps": self.total_steps,
+                         "num_processes": acc.num_processes, "best": self.best,
+                         "scheduler": _scheduler_state(self.scheduler), "totals": self._run_totals()}
+                checkpoint.commit(tmp, final, state)
+        except Exception as e:  # noqa: BLE001 -- torch.save / safetensors wrap ENOSPC in their own exceptions
+            if not checkpoint.is_write_failure(e):
+                raise
+            if acc.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)  # the partial step; never a complete checkpoint
+            last = checkpoint.latest_checkpoint(self.run_dir) or "none yet"
+            raise checkpoint.CheckpointError(
+                f"saving {final} failed: {checkpoint.write_failure_text(e)}; the partial folder was removed and "
+                f"the last complete checkpoint ({last}) is untouched -- free space, then --resume") from None
         if acc.is_main_process:
-            self._save_model(tmp)
-            _fault_point("after_state", self.step)
-            state = {"step": self.step, "consumed_batches": self.consumed, "total_steps": self.total_steps,
-                     "num_processes": acc.num_processes, "best": self.best,
-                     "scheduler": _scheduler_state(self.scheduler), "totals": self._run_totals()}
-            checkpoint.commit(tmp, final, state)
             checkpoint.prune(self.run_dir, self.cfg.keep_last_n)
         acc.wait_for_everyone()
 
     def _save_model(self, folder: str) -> None:
         self.acc.unwrap_model(self.towers).model.save(folder, self.tokenizer)
         self.cfg.save(os.path.join(folder, "training_config.json"))
+
+    def _load_newest_loadable(self, path: str) -> None:
+        """``--resume latest``: a checkpoint whose state is refused (a planted pickle, a foreign file with the
+        right size) is skipped like a damaged one, with a warning, for the complete one before it. An explicit
+        ``--resume PATH`` is that checkpoint or an error."""
+        candidates = [path]
+        if self.resume == "latest":
+            older = [p for p in checkpoint.list_checkpoints(self.run_dir) if p != path]
+            candidates += [p for p in reversed(older) if checkpoint.step_of(p) < checkpoint.step_of(path)
+                           and checkpoint.damage(p) is None]
+        for i, candidate in enumerate(candidates):
+            try:
+                self._load(candidate)
+                return
+            except checkpoint.CheckpointError as e:
+                if i + 1 == len(candidates):
+                    raise
+                if self.acc.is_main_process:
+                    print(f"warning: {e}; resuming from {os.path.basename(candidates[i + 1])} instead", flush=True)
 
     def _load(self, path: str) -> None:
         state = checkpoint.read_state(path)
@@ -523,16 +566,35 @@ class Trainer:
                        "validation_time_s": totals["validation"], "checkpoint_time_s": totals["checkpoint"],
                        "export_time_s": export_s, "samples": totals["samples"],
                        "samples_per_s": totals["samples"] / max(totals["steps_s"], 1e-9),
-                       "num_processes": acc.num_processes, "best_validation": self.best,
+                       "num_processes": acc.num_processes, "precision": self.precision.name,
+                       "precision_reason": self.precision.reason, "best_validation": self.best,
                        "final_dir": final_dir, "final_is_adapter": model.is_adapter,
                        "hard_negatives": self.negatives, "validation": self.history,
                        "checkpointed_layers": self.checkpoint_plan.layers if self.checkpoint_plan else None,
                        "peak_rss_gb": _peak_rss_gb(),
                        "peak_gpu_gb": torch.cuda.max_memory_allocated() / 1024**3 if torch.cuda.is_available() else None}
-            with open(os.path.join(self.run_dir, "training_summary.json"), "w") as f:
+            with atomic_file(os.path.join(self.run_dir, "training_summary.json")) as tmp, open(tmp, "w") as f:
                 json.dump(summary, f, indent=2)
-        acc.end_training()
+        self._release_process_group()
         return summary
+
+    def _release_process_group(self) -> None:
+        """Tear the process group down while the interpreter is alive, with nothing left holding it.
+
+        DDP's reducer keeps the gloo process group (and the work objects of its last all-reduce, which hold
+        tensors) alive after ``destroy_process_group``; the group is then destroyed during interpreter shutdown,
+        where a gloo worker thread that needs the GIL is ended by Python with a forced unwind through C++ code
+        that may not throw: ``terminate called without an active exception``, SIGABRT, sometimes. So: every rank
+        reaches the barrier (no one closes connections another still uses), the wrapped model and accelerate's
+        references to it are dropped and collected, and only then is the group destroyed."""
+        import gc
+
+        acc = self.acc
+        acc.wait_for_everyone()
+        self.towers = None
+        acc.free_memory()  # accelerate's own references to the prepared model and optimizer
+        gc.collect()
+        acc.end_training()  # trackers, then destroy_process_group
 
     def close(self) -> None:
         """Release the run folder (the kernel would at process exit; in-process callers need it now)."""

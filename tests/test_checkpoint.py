@@ -24,7 +24,7 @@ def test_latest_ignores_incomplete_folders(tmp_path):
     run = str(tmp_path)
     save(run, 10)
     save(run, 20)
-    checkpoint.begin(os.path.join(run, "step_30"))  # a crash mid-save leaves only step_30.tmp
+    checkpoint.begin(os.path.join(run, "step_30"))  # a crash mid-save leaves only step_30.l2e-tmp
     os.makedirs(os.path.join(run, "step_40"))  # no trainer_state.json: not a checkpoint
     assert checkpoint.latest_checkpoint(run) == os.path.join(run, "step_20")
     path, notes = checkpoint.resolve_resume(run, "latest")
@@ -81,7 +81,7 @@ def test_saving_same_step_twice_replaces(tmp_path):
     save(run, 5, payload="first")
     path = save(run, 5, payload="second")
     assert open(os.path.join(path, "weights.bin")).read() == "second5"
-    assert not os.path.exists(path + ".old") and not os.path.exists(path + ".tmp")
+    assert not os.path.exists(path + ".l2e-old") and not os.path.exists(path + ".l2e-tmp")
 
 
 def test_resume_errors(tmp_path):

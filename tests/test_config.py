@@ -170,3 +170,18 @@ def test_shipped_instructions_end_on_a_token_boundary():
             assert not str(json.load(f).get("query_instruction", "")).endswith(" "), path
     with open(os.path.join(ROOT, "data", "sample", "instructions.json")) as f:
         assert not any(v.endswith(" ") for v in json.load(f).values())
+
+
+def test_instruction_separator_must_occur_in_the_instruction_it_splits():
+    raw = {"model_path": "m", "skip_instruction": True, "instruction_separator": "Question:",
+           "query_instruction": "Instruct: find the package\nQuery:"}
+    assert "instruction_separator='Question:' occurs nowhere in query_instruction=" in errors(raw)
+    from_dict({**raw, "instruction_separator": "Query:"}, check_paths=False)  # the instruction's closing word
+    from_dict({**raw, "instruction_separator": ""}, check_paths=False)  # '' = never split
+
+
+def test_lora_auto_targets_stand_alone_and_precision_is_a_choice():
+    assert '"auto" stands alone' in errors({"model_path": "m", "lora_target_modules": ["auto", "q_proj"]})
+    assert "precision='fp16' is not allowed; use one of: auto, fp32, bf16" in errors({"model_path": "m",
+                                                                                         "precision": "fp16"})
+    assert from_dict({"model_path": "m"}, check_paths=False).lora_target_modules == ["auto"]

@@ -178,7 +178,7 @@ def test_evaluate_all_writes_one_row_per_checkpoint_and_dim(tmp_path, capsys):
     run = tmp_path / "run"
     for name in ("step_10", "step_2", "final"):
         save_checkpoint(run / name)
-    (run / "step_3.tmp").mkdir()  # an interrupted save is not a checkpoint
+    (run / "step_3.l2e-tmp").mkdir()  # an interrupted save is not a checkpoint
     out = tmp_path / "eval"
     evaluate_mteb.main(["--ckpt_dir", str(run), "--evaluate_all", "--data_dir", str(BEIR_TINY),
                         "--dims", "16,64", "--output_folder", str(out)])
@@ -253,6 +253,11 @@ def test_one_line_errors_for_beir_files(tmp_path, capsys):
     unknown_doc = write_beir(tmp_path / "unknown_doc", {"d1": "doc"}, {"q1": "query"}, [("q1", "d9", 1)])
     assert run(unknown_doc) == (f"error: {unknown_doc}/qrels.tsv: 1 relevant document id(s) are not in corpus.jsonl "
                                 "(e.g. 'd9'); fix the ids or add the documents")
+    dup = write_beir(tmp_path / "dup", *good)
+    dup.joinpath("corpus.jsonl").write_text('{"_id": "d1", "text": "doc"}\n{"_id": "d2", "text": "x"}\n'
+                                            '{"_id": "d1", "text": "another doc"}\n')
+    assert run(dup) == (f"error: {dup}/corpus.jsonl:3: _id 'd1' is used twice (first at {dup}/corpus.jsonl:1); "
+                        "ids must be unique")
     latin1 = write_beir(tmp_path / "latin1", *good)
     latin1.joinpath("queries.jsonl").write_bytes('{"_id": "q1", "text": "caf\xe9"}\n'.encode("latin-1"))
     assert run(latin1) == f"error: {latin1}/queries.jsonl:1: not UTF-8 text (byte 0xe9 at column 27); convert the " \
@@ -328,3 +333,24 @@ def test_heads_hybrid_and_bm25_rows_and_both_dense_paths_agree(tmp_path):
     assert rows["final:dense-exact"]["ndcg_at_10"] == pytest.approx(rows["final"]["ndcg_at_10"], abs=1e-6)
     assert all(0 <= r["ndcg_at_10"] <= 1 for r in rows.values())
     assert rows["bm25"]["ndcg_at_10"] > 0.5  # beir_tiny's queries share words with their documents
+
+
+def test_an_interrupted_evaluation_keeps_every_row_scored_before_it(tmp_path, monkeypatch):
+    """The summary is rewritten after every row: a crash (or Ctrl-C) in the third search row keeps the first."""
+    import l2e.mteb_wrapper as wrapper
+
+    real, calls = wrapper.run_search, []
+
+    def crash_on_second(model, *args, **kwargs):
+        calls.append(model.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(wrapper, "run_search", crash_on_second)
+    out = tmp_path / "eval"
+    assert evaluate_mteb.main(["--baseline", tiny_qwen3(), "--bm25", "--data_dir", str(BEIR_TINY),
+                               "--output_folder", str(out)]) == 130
+    models = [r["model"] for r in json.loads((out / "summary.json").read_text())]
+    assert len(models) == 2 and models[1] == calls[0]  # MTEB's dense row, then the first search row
+    assert (out / "summary.md").read_text().count("\n") >= 4 and not list(out.glob("*.l2e-tmp"))

@@ -13,22 +13,29 @@ from l2e.embedder import Embedder
 from l2e.export import export_final
 from l2e.model import build_model
 
-QUERIES = ["7-Zip file archiver with a high compression ratio", "x", "GNU chess engine"]
+# Queries of every length: short, one between query_max_length and passage_max_length (16 and 48 tokens in
+# build()), and one longer than both: the export must cut each where l2e does.
+QUERIES = ["7-Zip file archiver with a high compression ratio", "x", "GNU chess engine",
+           "library for reading and writing compressed archives in many formats with streaming support",
+           " ".join(["package manager frontend with dependency resolution and download caching"] * 8)]
 DOCS = ["7-Zip is a file archiver with a high compression ratio. It supports many formats.",
-        "Gnuchess is an updated version of the GNU chess playing program."]
+        "Gnuchess is an updated version of the GNU chess playing program.",
+        " ".join(["A very long description that runs past the passage limit of the export."] * 10)]
 INSTRUCTION = "Instruct: Given a package summary, retrieve its description\nQuery:"
-# Every component mix the shipped configs use: eos (causal) / mean / weighted_mean (bidirectional), skip-instruction
-# on and off, an instruction ending on a token boundary and one whose trailing space merges into the first word.
-GRID = {f"{pool}-{'skip' if skip else 'keep'}-{'space' if space else 'nospace'}":
-        dict(pooling_mode=pool, bi_attn_enabled=pool != "eos", skip_instruction=skip,
-             query_instruction=INSTRUCTION + (" " if space else ""))
-        for pool in ("eos", "mean", "weighted_mean") for skip in (False, True) for space in (False, True)}
+# Every pooling x {no instruction, instruction pooled, instruction skipped (ending on a token boundary, and with a
+# trailing space that merges into the first word)}; eos runs causal, the others bidirectional.
+MODES = {"noinst": dict(query_instruction=""), "keep": dict(query_instruction=INSTRUCTION),
+         "skip": dict(query_instruction=INSTRUCTION, skip_instruction=True),
+         "skip-space": dict(query_instruction=INSTRUCTION + " ", skip_instruction=True)}
+GRID = {f"{pool}-{mode}": dict(pooling_mode=pool, bi_attn_enabled=pool != "eos", **fields)
+        for pool in ("eos", "mean", "weighted_mean", "cls") for mode, fields in MODES.items()}
 CASES = {**GRID, "lora_merged": dict(pooling_mode="mean", bi_attn_enabled=True, lora_enabled=True, lora_r=4,
                                      lora_alpha=8, skip_instruction=True, query_instruction=INSTRUCTION + " ")}
 
 
 def build(tmp_path, **fields):
-    cfg = from_dict({"model_path": tiny_qwen3(), "max_seq_length": 64, **fields}, check_paths=False)
+    cfg = from_dict({"model_path": tiny_qwen3(), "max_seq_length": 64, "query_max_length": 16,
+                     "passage_max_length": 48, **fields}, check_paths=False)
     model, tok = build_model(cfg)
     if cfg.lora_enabled:  # make the adapter non-zero so merging matters
         with torch.no_grad():
@@ -48,6 +55,10 @@ def test_sentence_transformers_gives_l2e_vectors(tmp_path, case):
     d_st = st.encode(DOCS, normalize_embeddings=True, convert_to_numpy=True)
     np.testing.assert_allclose(q_st, ours.encode_queries(QUERIES), atol=1e-5)
     np.testing.assert_allclose(d_st, ours.encode_corpus(DOCS), atol=1e-5)
+    # Both cut queries and documents at the one inference length (the longer training cap): the long query
+    # really was cut, by both, at the same token.
+    assert st.max_seq_length == ours.query_max_length == ours.max_length == 48
+    assert len(st.tokenizer(QUERIES[-1])["input_ids"]) > 48
 
 
 def test_inline_instruction_matches_sentence_transformers_prompt(tmp_path):
@@ -93,7 +104,7 @@ def test_unmerged_lora_export_is_an_adapter_final(tmp_path):
     path, _ = build(tmp_path, **{**CASES["lora_merged"], "lora_merge_on_export": False})
     assert (tmp_path / "final" / "adapter_config.json").exists() and not (tmp_path / "final_adapter").exists()
     emb = Embedder.from_checkpoint(path)
-    assert emb.model.is_adapter and emb.encode(DOCS).shape == (2, 64)
+    assert emb.model.is_adapter and emb.encode(DOCS).shape == (len(DOCS), 64)
 
 
 def test_llama_export_roundtrip(tmp_path):

@@ -6,6 +6,7 @@ values is the single-process value; each rank's local embeddings get ``world`` t
 gradient (DDP averages it back); and with a DDP-wrapped encoder the parameter gradients equal the
 single-process ones.
 """
+import gc
 import os
 
 import torch
@@ -67,13 +68,22 @@ def encoded_loss(enc, x, rows):
 def worker(rank, tmp):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=WORLD)
-    x, rows = data(), ROWS[rank]
-    result = {name: run_case(name, x, rows) for name in CASES}
-    ddp = DDP(encoder())
-    encoded_loss(ddp, x, rows).backward()
-    result["ddp"] = [prm.grad for prm in ddp.module.parameters()]
-    torch.save(result, os.path.join(tmp, f"rank{rank}.pt"))
-    dist.destroy_process_group()
+    try:
+        x, rows = data(), ROWS[rank]
+        result = {name: run_case(name, x, rows) for name in CASES}
+        ddp = DDP(encoder())
+        encoded_loss(ddp, x, rows).backward()
+        result["ddp"] = [prm.grad.clone() for prm in ddp.module.parameters()]
+        torch.save(result, os.path.join(tmp, f"rank{rank}.pt"))
+        # DDP's reducer holds the process group and its last all-reduce's work (with tensors): left alive, the
+        # group outlives destroy_process_group and dies during interpreter shutdown, where a gloo thread that
+        # needs the GIL is force-unwound -> "terminate called without an active exception" (SIGABRT). Drop it,
+        # collect, and let every rank finish its traffic before the group goes (l2e.trainer does the same).
+        del ddp
+        gc.collect()
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
 
 
 def test_cross_device_loss_and_gradients_equal_single_process(tmp_path):

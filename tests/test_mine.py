@@ -260,19 +260,29 @@ def test_read_corpus_takes_text_and_beir_title(tmp_path):
     (["--corpus", "BAD_CORPUS"], "expected {\"text\": \"...\"}"),
     (["--input", "EMPTY"], "no rows"),
     (["--input", "BAD_INPUT"], "missing key 'pos'"),
+    (["--output", "OUT_DIR"], "is a folder; name the file to write"),  # refused before mining, not after
+    (["--corpus", "EMPTY"], "is empty; give a file of {\"text\": ...} lines or leave --corpus out"),
+    (["--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),
 ])
 def test_cli_errors_are_one_line(extra, message, tmp_path, capsys):
     files = {"BAD_CORPUS": write_jsonl(tmp_path / "c.jsonl", [{"title": "no text"}]),
              "EMPTY": write_jsonl(tmp_path / "empty.jsonl", []),
              "BAD_INPUT": write_jsonl(tmp_path / "bad.jsonl", [{"query": "q"}]),
-             "PARQUET": tmp_path / "in.parquet"}
+             "PARQUET": tmp_path / "in.parquet", "OUT_DIR": tmp_path / "outdir"}
     files["PARQUET"].write_bytes(b"")
+    files["OUT_DIR"].mkdir()
     extra = [str(files.get(a, a)) for a in extra]
     args = ["--input", str(DEBIAN), "--output", str(tmp_path / "o.jsonl"), "--model", tiny_qwen3(), *extra]
+    if "--precision" in extra:  # argparse's own refusal: usage line + one error line, exit 2
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        assert e.value.code == 2 and message in capsys.readouterr().err
+        return
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
-    assert not (tmp_path / "o.jsonl").exists()
+    assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "outdir.l2e-tmp").exists()
+    assert not list((tmp_path / "outdir").iterdir())
 
 
 def test_cli_faiss_flag_without_faiss_is_refused(tmp_path, capsys):

@@ -79,9 +79,21 @@ def test_weighted_mean_equals_sentence_transformers_pooling():
     torch.testing.assert_close(get_pooling("weighted_mean")(hidden, MASK[:1], POOL[:1]), out)
 
 
-@pytest.mark.parametrize("name", ["eos", "last", "cls"])
+@pytest.mark.parametrize("name", ["eos", "last"])
 def test_token_poolings_ignore_pool_mask(name):
     torch.testing.assert_close(pool(name, POOL), pool(name))
+
+
+def test_cls_skips_the_instruction():
+    """Skip-instruction promises the text's first token: the one after the instruction (as sentence-transformers'
+    Pooling(cls, include_prompt=False) takes), for right and left padding."""
+    torch.testing.assert_close(pool("cls"), torch.tensor([[1.0, 2.0], [2.0, 0.0]]))
+    torch.testing.assert_close(pool("cls", POOL), torch.tensor([[3.0, 4.0], [4.0, 0.0]]))
+
+
+def test_cls_text_without_tokens_after_its_instruction_takes_the_first_token():
+    everything_instruction = torch.tensor([[0, 0, 0, 0], [0, 0, 1, 1]])
+    torch.testing.assert_close(pool("cls", everything_instruction), torch.tensor([[1.0, 2.0], [4.0, 0.0]]))
 
 
 def test_bf16_hidden_pools_in_float32():

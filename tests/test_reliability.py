@@ -92,7 +92,7 @@ def test_a_kill_during_a_folder_swap_leaves_old_or_new(tmp_path, fault, exchange
     atomic.recover(str(dest))  # what every later reader or writer of dest calls first
     assert (dest / "v").read_text() == ("new" if exchange else "old")
     tmp = atomic.begin_dir(str(dest))  # the next write starts clean
-    assert os.listdir(tmp) == []
+    assert os.listdir(tmp) == [atomic.MARKER]  # only l2e's marker: a staging folder it may delete
 
 
 def test_export_keeps_the_old_final_until_the_new_one_is_complete(tmp_path):
@@ -113,7 +113,7 @@ def test_export_keeps_the_old_final_until_the_new_one_is_complete(tmp_path):
     model.backbone.save_pretrained = broken_save
     with pytest.raises(Fails):
         export_final(model, tok, str(final))
-    assert (final / "model.safetensors").stat().st_ino == first and not (tmp_path / "final.tmp").exists()
+    assert (final / "model.safetensors").stat().st_ino == first and not (tmp_path / "final.l2e-tmp").exists()
 
 
 def test_non_finite_weights_are_never_saved(tmp_path, data, capsys, monkeypatch):
@@ -314,3 +314,67 @@ def test_every_cli_reports_all_argument_problems_at_once(tmp_path, capsys):
     bad.write_text(json.dumps({"model_path": "", "learning_rate": -1, "pooling": "x"}))
     assert run.main(["--config", str(bad)]) == 2
     assert "4 problem(s)" in one_error_line(capsys)
+
+
+# --- wave 3: staging names, locks, late refusals ----------------------------------------------------------------
+
+
+def test_a_users_tmp_and_old_folders_beside_an_output_are_never_touched(tmp_path, capsys):
+    """``X.tmp`` / ``X.old`` are names users pick; l2e stages in ``X.l2e-tmp`` marked as its own and deletes only
+    folders it marked."""
+    inputs = make_inputs(tmp_path / "in", debian_lines=40)
+    out = tmp_path / "out"
+    assert tokenize_data.main(tokenize_args(inputs, out / "bk")) == 0
+    (out / "bk.old").mkdir()
+    (out / "bk.old" / "notes.txt").write_text("mine")
+    (out / "n.tmp").mkdir()
+    (out / "n.tmp" / "notes.txt").write_text("mine too")
+    assert tokenize_data.main(tokenize_args(inputs, out / "bk")) == 0  # replaces its own earlier output
+    assert tokenize_data.main(tokenize_args(inputs, out / "n")) == 0
+    assert (out / "bk.old" / "notes.txt").read_text() == "mine"
+    assert (out / "n.tmp" / "notes.txt").read_text() == "mine too"
+    # A folder at l2e's own staging name that l2e did not make is refused, not emptied.
+    (out / "m.l2e-tmp").mkdir()
+    (out / "m.l2e-tmp" / "notes.txt").write_text("odd, but mine")
+    capsys.readouterr()
+    assert tokenize_data.main(tokenize_args(inputs, out / "m")) == 2
+    assert "was not made by l2e" in one_error_line(capsys)
+    assert (out / "m.l2e-tmp" / "notes.txt").read_text() == "odd, but mine" and not (out / "m").exists()
+
+
+def test_a_refused_run_leaves_no_lock_and_no_stale_pid(tmp_path, data, capsys):
+    assert train(tmp_path, data) == 0
+    run_dir = tmp_path / "out" / "tiny.f2llm"
+    assert not (run_dir / ".lock").exists()  # released and removed at the end of a run
+    assert train(tmp_path, data) == 2  # the folder holds a run: refused
+    assert "already holds a run" in one_error_line(capsys)
+    assert not (run_dir / ".lock").exists()
+
+
+def test_disk_full_mid_save_is_one_line_and_leaves_no_partial_checkpoint(tmp_path, data, capsys, monkeypatch):
+    """torch.save reports a full disk as a RuntimeError ("file write failed"), not an OSError."""
+    import torch
+
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        if "optimizer" in str(f):
+            with open(f, "wb") as out:
+                out.write(b"partial")
+            raise RuntimeError("[enforce fail at inline_container.cc:626] . PytorchStreamWriter failed writing file "
+                               "data/0: file write failed")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    assert train(tmp_path, data) == 2
+    line = one_error_line(capsys)
+    assert "step_2 failed: " in line and "file write failed" in line and "last complete checkpoint (none yet)" in line
+    run_dir = tmp_path / "out" / "tiny.f2llm"
+    assert not any(n.startswith("step_2") for n in os.listdir(run_dir))
+
+
+def test_output_dir_that_is_a_file_is_refused_before_anything_loads(tmp_path, data, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert train(tmp_path, data, output_dir=str(tmp_path / "afile")) == 2
+    line = one_error_line(capsys)
+    assert "output_dir=" in line and "is a file, not a folder" in line

@@ -80,13 +80,13 @@ def test_crash_mid_save_keeps_previous_checkpoint(tmp_path, data, uninterrupted)
     run_dir = tmp_path / "out" / "tiny.mrl_spread.lora.bi_mean"
     res = run_cli(["run.py", "--config", str(cfg)], env={"L2E_FAULT": "after_state:12"}, check=False)
     assert res.returncode == 137
-    assert (run_dir / "step_12.tmp").is_dir() and not (run_dir / "step_12").exists()
+    assert (run_dir / "step_12.l2e-tmp").is_dir() and not (run_dir / "step_12").exists()
     assert (run_dir / "step_8" / "trainer_state.json").exists()
     json.loads((run_dir / "step_8" / "trainer_state.json").read_text())
     res = run_cli(["run.py", "--config", str(cfg), "--resume"])
     assert f"step_8 at step 8" in res.stdout
     assert_same_losses(read_log(run_dir), uninterrupted)
-    assert not (run_dir / "step_12.tmp").exists()
+    assert not (run_dir / "step_12.l2e-tmp").exists()
 
 
 def test_resume_without_checkpoint_is_one_line_error(tmp_path, data):
@@ -126,3 +126,32 @@ def test_planted_pickles_are_never_executed(tmp_path, data, capsys):
     assert run.main(["--config", str(cfg), "--resume"]) == 2 and not pwned.exists()
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
         f"error: {step}: cannot load the training state")
+
+
+def test_a_refused_pickle_in_the_newest_checkpoint_falls_back_to_the_one_before(tmp_path, data, capsys):
+    """``--resume`` (latest) treats a checkpoint whose state is refused like a damaged one: a warning naming it,
+    and the run continues from the complete checkpoint before it. The payload never runs."""
+    import pickle
+
+    import run
+
+    pwned = tmp_path / "pwned"
+
+    class Boom:
+        def __reduce__(self):
+            return (os.system, (f"touch {pwned}",))
+
+    cfg = config(tmp_path, data, train_steps=8, keep_last_n=0)
+    assert run.main(["--config", str(cfg)]) == 0
+    run_dir = tmp_path / "out" / "tiny.mrl_spread.lora.bi_mean"
+    payload = pickle.dumps(Boom())
+    (run_dir / "step_8" / "state" / "optimizer.bin").write_bytes(payload)
+    state = json.loads((run_dir / "step_8" / "trainer_state.json").read_text())
+    state["files"]["state/optimizer.bin"] = len(payload)  # same size in the manifest: not "damaged" by size
+    (run_dir / "step_8" / "trainer_state.json").write_text(json.dumps(state))
+    capsys.readouterr()
+    assert run.main(["--config", str(cfg), "--resume"]) == 0 and not pwned.exists()
+    out = capsys.readouterr().out
+    assert f"warning: {run_dir / 'step_8'}: cannot load the training state" in out and "resuming from step_4" in out
+    assert "resumed from" in out and "step_4 at step 4" in out
+    assert [r["step"] for r in read_log(run_dir)] == list(range(1, 9))

@@ -177,3 +177,28 @@ def test_inline_instructions_end_to_end(tmp_path, capsys):
     st = SentenceTransformer(final, device="cpu").encode([f" {q}" for q in queries], prompt=inline,
                                                          normalize_embeddings=True, convert_to_numpy=True)
     np.testing.assert_allclose(st, ours, atol=1e-5)
+
+
+def test_check_validates_and_prints_the_resolved_config_without_loading_a_model(tmp_path, data, capsys):
+    cfg = write_config(tmp_path, "f2llm", str(tmp_path / "no-model-here"), data)
+    assert run.main(["--config", str(cfg), "--check"]) == 2  # paths are checked ...
+    assert "model_path=" in capsys.readouterr().err
+    assert run.main(["--config", str(cfg), "--check", "--no_path_check", "--set", "learning_rate=0.001"]) == 0
+    resolved = json.loads(capsys.readouterr().out)  # ... and the resolved config is JSON, every field
+    assert resolved["learning_rate"] == 0.001 and resolved["pooling_mode"] == "eos" and "precision" in resolved
+    assert not (tmp_path / "out").exists()  # --check writes nothing
+    assert run.main(["--config", str(cfg), "--check", "--no_path_check", "--set", "pooling_mode=\"max\""]) == 2
+    assert "pooling_mode='max' is not allowed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in (Path(__file__).parent.parent / "configs").rglob("*.json")),
+                         ids=lambda p: os.path.relpath(p, Path(__file__).parent.parent))
+def test_every_shipped_config_passes_check(path, capsys):
+    """Every file in configs/ resolves and validates (paths aside: the data they name is made by commands)."""
+    flag = "--chain" if "chain" in os.path.basename(path) else "--config"
+    cwd = os.getcwd()
+    os.chdir(Path(__file__).parent.parent)  # chains name their configs relative to the repository
+    try:
+        assert run.main([flag, path, "--check", "--no_path_check"]) == 0, capsys.readouterr().err
+    finally:
+        os.chdir(cwd)

@@ -169,6 +169,12 @@ def test_chain_mntp_then_supervised_then_merge_from_the_cli(tmp_path):
     assert summary["init_from"] == str(out / "mntp" / "final")
     assert (out / "merged" / "final" / "modules.json").exists()
     assert json.loads((out / "merged" / "merge.json").read_text())["method"] == "slerp"
+    card = (out / "merged" / "final" / "README.md").read_text()  # a merge says it is one, of what and how
+    assert card.startswith("# merged: an l2e text-embedding model") and "This model is a **merge** of 2" in card
+    assert "| method | slerp |" in card and "| t | 0.5 |" in card and "step_2" in card and ".l2e-tmp" not in card
+    supervised_card = (out / "supervised" / "final" / "README.md").read_text()
+    assert supervised_card.startswith("# supervised:") and f'from_checkpoint("{out / "supervised" / "final"}")' \
+        in supervised_card and "tmp" not in supervised_card.split("\n")[0]
     assert run.main(["--chain", str(chain)]) == 0  # finished stages are skipped, nothing retrains
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"stages": [{"name": "x", "merge": {"models": ["y"]}}, {"config": "nope.json"}]}))
@@ -187,3 +193,25 @@ def test_simcse_trains_on_raw_text(tmp_path):
     assert run.main(["--config", str(cfg)]) == 0
     log = read_log(tmp_path / "out" / "tiny.mrl_spread.lora.bi_mean")
     assert log[-1]["loss"] < log[0]["loss"]
+
+
+@pytest.mark.parametrize("spec,message", [
+    ({"method": "slerp", "t": "half"}, "t='half' must be a number in [0, 1]"),
+    ({"method": "slerp", "t": 1.5}, "t=1.5 must be in [0, 1]"),
+    ({"method": "sum"}, "method='sum'; use one of"),
+    ({"method": "average", "weights": [1, "x"]}, "must be a list of numbers"),
+    ({"method": "dare_ties", "density": 2}, "density=2 must be a number in (0, 1]"),
+])
+def test_chain_merge_values_are_checked_before_any_stage_trains(tmp_path, capsys, spec, message):
+    """A bad merge stage at the end of a chain is reported before the first stage trains (nothing is written)."""
+    pairs = make_training_data(tmp_path / "pairs", rows=8, negatives=1)
+    cfg = write_config(tmp_path / "c", "mrl_spread.lora.bi_mean", tiny_qwen3(), pairs, train_steps=2)
+    chain = tmp_path / "chain.json"
+    chain.write_text(json.dumps({"output_dir": str(tmp_path / "out"), "stages": [
+        {"name": "sup", "config": str(cfg)},
+        {"name": "m", "merge": {"models": ["sup", "sup:step_2"], **spec}}]}))
+    for argv in (["--chain", str(chain)], ["--chain", str(chain), "--check"]):
+        assert run.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and message in err.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()
