@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 import torch
 from accelerate import Accelerator
 from accelerate.data_loader import skip_first_batches
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import DistributedType, convert_to_fp32, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -30,7 +30,7 @@ from l2e.errors import L2EError
 from l2e.grad_cache import grad_cache_step
 from l2e.optim import build_optimizer, build_scheduler
 from l2e.atomic import atomic_file, staging_path
-from l2e.precision import resolve_precision
+from l2e.precision import Precision, autocast, resolve_precision
 
 
 class TrainingError(L2EError):
@@ -60,17 +60,25 @@ class Towers(torch.nn.Module):
     single ``forward``.
     """
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, precision: Optional[Precision] = None):
         super().__init__()
         self.model = model
+        self.precision = precision or Precision("fp32", "")
 
     def forward(self, groups: List[Dict[str, torch.Tensor]], token_states: bool = False) -> list:
-        # With representation heads each group gives a dict (dense + heads), from one backbone pass; MNTP needs
-        # the token states themselves.
-        if token_states:
-            return [self.model.token_states(g["input_ids"], g["attention_mask"]) for g in groups]
-        encode = self.model.encode_all if len(self.model.heads) else self.model
-        return [encode(**g) for g in groups]
+        # bf16 autocast here rather than accelerate's mixed_precision: accelerate keeps it in a process-wide
+        # singleton, so two runs of one process (a chain, the tests) could not differ in precision. What leaves
+        # the towers is fp32 again (the losses compute in fp32), as accelerate's wrapper does.
+        device = next(self.model.parameters()).device
+        with autocast(self.precision, device):
+            # With representation heads each group gives a dict (dense + heads), from one backbone pass; MNTP
+            # needs the token states themselves.
+            if token_states:
+                out = [self.model.token_states(g["input_ids"], g["attention_mask"]) for g in groups]
+            else:
+                encode = self.model.encode_all if len(self.model.heads) else self.model
+                out = [encode(**g) for g in groups]
+        return convert_to_fp32(out) if self.precision.bf16 else out
 
 
 def _inputs(group: Dict[str, torch.Tensor], device) -> Dict[str, torch.Tensor]:
@@ -99,11 +107,10 @@ class Trainer:
         cfg = self.cfg
         # cpu=True without CUDA: accelerate then runs torchrun-launched processes as MULTI_CPU (gloo)
         # instead of silently training each process alone.
-        # precision: bf16 autocast through accelerate (fp32 master weights and optimizer state). On CUDA the
-        # accelerate config decides, as the GPU configs always did; on CPU l2e.precision decides and says why.
+        # precision: bf16 autocast in the towers' forward (fp32 master weights and optimizer state);
+        # l2e.precision decides and says why.
         self.precision = resolve_precision(cfg.precision)
-        mixed = "bf16" if self.precision.bf16 and not torch.cuda.is_available() else None
-        self.acc = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps, mixed_precision=mixed,
+        self.acc = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps,
                                log_with="tensorboard", project_dir=cfg.tb_dir, cpu=not torch.cuda.is_available())
         if self.acc.is_main_process:
             print(f"precision: {self.precision.name} ({self.precision.reason})", flush=True)
@@ -136,7 +143,7 @@ class Trainer:
                                          kind=cfg.lr_scheduler)
         # The scheduler is NOT registered with accelerate's checkpointing: accelerate would unpickle it with
         # weights_only=False on resume. Its state is a step count, kept in trainer_state.json.
-        self.towers, self.optimizer = self.acc.prepare(Towers(self.model), optimizer)
+        self.towers, self.optimizer = self.acc.prepare(Towers(self.model, self.precision), optimizer)
         self.mntp = self._mntp_masking()
         self.collator = BatchCollator(self.train_sets, num_hard_neg=cfg.num_hard_neg, query_len=cfg.query_len,
                                       passage_len=cfg.passage_len, pad_id=self.tokenizer.pad_token_id,
