@@ -100,11 +100,13 @@ def test_from_checkpoint_restores_settings_and_outputs(tmp_path, lora):
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(std=0.1)
-    original = Embedder(model, tokenizer, INSTRUCTION, max_length=48, query_max_length=16)
+    original = Embedder(model, tokenizer, INSTRUCTION, max_length=48, query_max_length=48)
     model.save(str(tmp_path), tokenizer)
     restored = Embedder.from_checkpoint(str(tmp_path))
     assert restored.query_instruction == INSTRUCTION
-    assert (restored.max_length, restored.query_max_length) == (48, 16)
+    # The training caps are kept; inference cuts both sides at the longer one, as the exports do.
+    assert (restored.model.settings.query_max_length, restored.model.settings.passage_max_length) == (16, 48)
+    assert (restored.max_length, restored.query_max_length) == (48, 48)
     assert restored.model.skip_instruction and restored.model.pooling_mode == "weighted_mean"
     assert restored.model.is_adapter == lora
     np.testing.assert_allclose(restored.encode_queries(TEXTS), original.encode_queries(TEXTS), atol=1e-5)
