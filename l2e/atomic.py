@@ -157,7 +157,9 @@ def atomic_dir(dest: str) -> Iterator[str]:
 def atomic_file(path: str) -> Iterator[str]:
     """``with atomic_file(path) as tmp:`` write the file ``tmp``; ``os.replace`` then puts it at ``path``."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + STAGING_SUFFIX  # not "X.tmp": a user's file of that name is never overwritten
+    # Not "X.tmp" (a user's file of that name is never overwritten), and one per process: several ranks may
+    # build the same cache file at once; each writes its own copy and os.replace puts a complete one in place.
+    tmp = f"{path}.{os.getpid()}{STAGING_SUFFIX}"
     try:
         yield tmp
     except BaseException:
