@@ -38,7 +38,8 @@ class Embedder:
     def __init__(self, model: EmbeddingModel, tokenizer, query_instruction: Optional[str] = None,
                  max_length: Optional[int] = None, device=None, query_max_length: Optional[int] = None,
                  precision: str = "fp32"):
-        here = next(model.parameters(), torch.empty(0)).device  # an ONNX model has no torch parameters: CPU
+        first = next(model.parameters(), None)  # an ONNX model has no torch parameters: CPU, its own dtype
+        here = first.device if first is not None else torch.device("cpu")
         if device is None:  # keep a model that already sits on an accelerator (e.g. mid-training validation)
             device = "cuda" if here.type == "cpu" and torch.cuda.is_available() else here
         self.device = torch.device(device)
@@ -48,9 +49,8 @@ class Embedder:
         self.query_instruction = s.query_instruction if query_instruction is None else query_instruction
         self.max_length = max_length or s.inference_max_length
         self.query_max_length = query_max_length or max_length or s.inference_max_length
-        # bf16 autocast for the forward pass (weights stay as loaded); an ONNX model computes in its own dtype.
-        is_torch = next(model.parameters(), None) is not None
-        self.precision = resolve_precision(precision if is_torch else "fp32", self.device)
+        # bf16 autocast for the forward pass (weights stay as loaded).
+        self.precision = resolve_precision(precision if first is not None else "fp32", self.device)
 
     @property
     def dim(self) -> int:

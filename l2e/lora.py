@@ -89,16 +89,15 @@ def coverage(backbone: nn.Module) -> tuple:
     LoRA adapter, for the start-up line."""
     from peft.tuners.lora import LoraLayer
 
-    adapted, left = set(), set()
-    for name, module in backbone.named_modules():
-        attr = name.rsplit(".", 1)[-1]
-        if isinstance(module, LoraLayer):
-            adapted.add(attr if attr != "base_layer" else name.rsplit(".", 2)[-2])
-        elif isinstance(module, nn.Linear) and attr not in {"base_layer", "lora_A", "lora_B"} and \
-                not any(k in name for k in (".lora_A.", ".lora_B.")) and not name.endswith(".base_layer"):
-            left.add(attr)
-    left -= adapted
-    return sorted(adapted), sorted(a for a in left if not a.startswith("lora_"))
+    modules = dict(backbone.named_modules())
+    # A LoRA layer owns its base layer and its lora_A/lora_B linears; a nested one (fused experts) is named
+    # ``.../experts.base_layer`` and counts for its owner.
+    wrapped = [n for n, m in modules.items() if isinstance(m, LoraLayer)]
+    adapted = {n.rsplit(".", 2)[-2] if n.endswith(".base_layer") else n.rsplit(".", 1)[-1] for n in wrapped}
+    inside = tuple(n + "." for n in wrapped)
+    left = {n.rsplit(".", 1)[-1] for n, m in modules.items()
+            if isinstance(m, nn.Linear) and n not in wrapped and not n.startswith(inside)}
+    return sorted(adapted), sorted(left - adapted)
 
 
 @contextlib.contextmanager
