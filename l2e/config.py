@@ -82,6 +82,7 @@ class Config:
     max_grad_norm: float = 1.0  # 0 disables clipping
     gradient_checkpointing: bool = False  # checkpoint every decoder layer (see memory_budget_gb for fewer)
     memory_budget_gb: float = 0.0  # > 0: checkpoint as few layers as keep a worst-case step under this (l2e.memory)
+    malloc_mmap_threshold_mb: float = 0.0  # > 0: glibc mmaps allocations this large, freed back at once (l2e.memory)
     grad_cache: bool = False  # GradCache: large contrastive batches in small mini-batches
     grad_cache_mini_batch: int = 8
     torch_dtype: str = "auto"  # auto = float32 on CPU, bfloat16 on CUDA
@@ -110,6 +111,7 @@ class Config:
     sparse_enabled: bool = False  # bge-m3 lexical weights: relu(Linear(h)) per token on its vocabulary id
     sparse_weight: float = 1.0  # weight of its InfoNCE in the total loss
     sparse_temperature: float = 0.05  # its scores (dot products) / temperature
+    sparse_idf: bool = False  # start the lexical head from BM25's idf over the training passages (l2e.heads)
     splade_enabled: bool = False  # SPLADE: max over tokens of log(1 + relu(LM-head logits))
     splade_weight: float = 1.0
     splade_temperature: float = 1.0  # SPLADE dot products are large; sentence-transformers trains them at scale 1
@@ -225,8 +227,8 @@ def _range_problems(cfg: Config) -> List[str]:
             p.append(f"{name}={getattr(cfg, name)} must be > 0")
     for name in ["num_hard_neg", "query_max_length", "passage_max_length", "warmup_steps", "keep_last_n",
                  "eval_max_queries", "dataloader_num_workers", "train_epochs", "num_layers", "weight_decay", "max_grad_norm",
-                 "min_lr", "spread_weight", "kd_weight", "memory_budget_gb", "sparse_weight", "splade_weight",
-                 "colbert_weight", "splade_flops_query_weight", "splade_flops_doc_weight", "self_distill_weight",
+                 "min_lr", "spread_weight", "kd_weight", "memory_budget_gb", "malloc_mmap_threshold_mb", "sparse_weight",
+                 "splade_weight", "colbert_weight", "splade_flops_query_weight", "splade_flops_doc_weight", "self_distill_weight",
                  "fusion_dense_weight", "fusion_sparse_weight", "fusion_splade_weight", "fusion_colbert_weight"]:
         if getattr(cfg, name) < 0:
             p.append(f"{name}={getattr(cfg, name)} must be >= 0")
@@ -284,6 +286,8 @@ def _choice_problems(cfg: Config) -> List[str]:
     if cfg.quantization != "none" and not cfg.lora_enabled:
         p.append(f"quantization={cfg.quantization!r} needs lora_enabled=true (QLoRA trains adapters on a frozen base)")
     heads = [h for h in ("sparse", "splade", "colbert") if getattr(cfg, f"{h}_enabled")]
+    if cfg.sparse_idf and not cfg.sparse_enabled:
+        p.append("sparse_idf=true shapes the lexical head, which is off; set sparse_enabled=true as well")
     if cfg.self_distill_enabled and not heads:
         p.append("self_distill_enabled=true needs a head to distil into; enable sparse, splade or colbert")
     if heads and cfg.grad_cache:

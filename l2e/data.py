@@ -313,6 +313,20 @@ class ListColumn:
         return np.concatenate([np.diff(offsets) for offsets, _ in self._parts]).astype(np.int64)
 
 
+def document_frequency(datasets: List["TokenizedDataset"], vocab_size: int) -> Tuple[np.ndarray, int]:
+    """``(df, n)``: in how many passages each token id occurs (int64, ``vocab_size`` long) and the number of
+    passages, over the passages of ``datasets`` (a dataset's passages are stored once, shared by its splits)."""
+    df = np.zeros(vocab_size, dtype=np.int64)
+    n = 0
+    for ds in datasets:
+        for offsets, values in ds.passages._parts:
+            rows = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
+            pairs = np.unique(rows * vocab_size + values.astype(np.int64))  # (passage, token) once each
+            df += np.bincount(pairs % vocab_size, minlength=vocab_size)[:vocab_size]
+            n += len(offsets) - 1
+    return df, n
+
+
 def row_lengths(column) -> np.ndarray:
     """Per-row lengths of a ``ListColumn`` (from its offsets) or of any sequence of sequences."""
     if hasattr(column, "lengths"):

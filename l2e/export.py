@@ -107,8 +107,10 @@ def _lexical_encoder(folder: str, model, settings: ModelSettings):
     from l2e.st_modules import LexicalWeights
 
     head = model.heads["sparse"]
-    module = LexicalWeights(model.hidden_size, head.vocab_size, settings.special_token_ids)
+    module = LexicalWeights(model.hidden_size, head.vocab_size, settings.special_token_ids, idf=settings.sparse_idf)
     module.linear.load_state_dict(head.linear.state_dict())
+    if settings.sparse_idf:
+        module.token_idf.copy_(head.idf)
     return SparseEncoder(modules=[_text_transformer(folder, settings), module], prompts=_prompts(settings),
                          similarity_fn_name="dot", device="cpu")
 

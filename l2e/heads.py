@@ -7,6 +7,10 @@ tokens it may use; the maths are pure tensor functions below, the modules hold t
   ``_sparse_embedding``): ``w_t = relu(Linear(hidden -> 1)(h_t))`` placed on token t's vocabulary id, the max
   over positions where a token repeats; padding, special tokens and the instruction get no weight (FlagEmbedding
   zeroes cls/eos/pad/unk; l2e also the instruction and every special id). Score: dot product.
+  With ``sparse_idf`` the weight is ``relu(Linear(h_t)) * sqrt(idf(t))`` with BM25's idf over the training
+  passages, and training starts from ``Linear = 0 * h + 1``: a shared token then scores ``idf(t)``, BM25 with a
+  term frequency of 1 and no length normalisation, and the head learns from there what to weigh up or down in
+  context instead of learning 49k vocabulary weights from a few thousand pairs.
 - ``splade`` -- SPLADE (Formal et al. 2021): ``max_t log(1 + relu(logits_t))`` over the real tokens, logits from
   the LM head (tied to the input embeddings in SmolLM2 / Qwen3); FLOPS regularisation ``sum_j mean_i(w_ij)^2``.
   Exactly sentence-transformers' ``SpladePooling(max, relu)`` on the same logits. The (tokens x vocab) logits
@@ -36,6 +40,13 @@ def lexical_weights(token_weights: torch.Tensor, input_ids: torch.Tensor, keep: 
     w = token_weights.float() * keep  # (B, S): dropped positions weigh 0, never above a real one (w >= 0)
     out = w.new_zeros((w.shape[0], vocab_size))
     return out.scatter_reduce(1, input_ids, w, reduce="amax", include_self=True)  # (B, V)
+
+
+def bm25_idf(document_frequency: torch.Tensor, n_docs: int) -> torch.Tensor:
+    """BM25's idf per token, in Lucene's form (bm25s' default): ``log(1 + (N - df + 0.5) / (df + 0.5))``; above
+    0 for every df, highest for tokens no passage contains."""
+    df = document_frequency.double()
+    return torch.log1p((n_docs - df + 0.5) / (df + 0.5)).float()
 
 
 def splade_pool(logits: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -73,15 +84,26 @@ def maxsim(q: torch.Tensor, q_mask: torch.Tensor, d: torch.Tensor, d_mask: torch
 
 
 class LexicalHead(nn.Module):
-    def __init__(self, hidden_size: int, vocab_size: int, unused_token_ids: Sequence[int] = ()):
+    def __init__(self, hidden_size: int, vocab_size: int, unused_token_ids: Sequence[int] = (), idf: bool = False):
         super().__init__()
         self.linear = nn.Linear(hidden_size, 1)
         self.vocab_size = vocab_size
         self.register_buffer("unused", torch.tensor(sorted(set(unused_token_ids)), dtype=torch.long), persistent=False)
+        if idf:  # saved with the head: inference must scale by the same idf the head was trained with
+            self.register_buffer("idf", torch.ones(vocab_size))
+
+    def start_from_idf(self, idf: torch.Tensor) -> None:
+        """Set the idf and make every token's contextual factor 1, so the head starts as BM25's term weights."""
+        with torch.no_grad():
+            self.idf.copy_(idf)
+            self.linear.weight.zero_()
+            self.linear.bias.fill_(1.0)
 
     def forward(self, hidden: torch.Tensor, input_ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         keep = keep.bool() & ~torch.isin(input_ids, self.unused.to(input_ids.device))
         weights = torch.relu(self.linear(hidden.to(self.linear.weight.dtype))).squeeze(-1)  # (B, S)
+        if hasattr(self, "idf"):  # sqrt on each side: a shared token's product carries idf once
+            weights = weights * self.idf.sqrt()[input_ids]
         return lexical_weights(weights, input_ids, keep, self.vocab_size)
 
 
@@ -111,12 +133,12 @@ class ColbertHead(nn.Module):
 
 
 def build_heads(names: Sequence[str], backbone: nn.Module, colbert_dim: int,
-                unused_token_ids: Sequence[int]) -> nn.ModuleDict:
+                unused_token_ids: Sequence[int], sparse_idf: bool = False) -> nn.ModuleDict:
     """The heads a model's settings name, sized for ``backbone``."""
     cfg = backbone.config
     heads: Dict[str, nn.Module] = {}
     if "sparse" in names:
-        heads["sparse"] = LexicalHead(cfg.hidden_size, cfg.vocab_size, unused_token_ids)
+        heads["sparse"] = LexicalHead(cfg.hidden_size, cfg.vocab_size, unused_token_ids, idf=sparse_idf)
     if "splade" in names:
         embeddings = backbone.get_input_embeddings()
         heads["splade"] = SpladeHead(lambda: embeddings.weight)

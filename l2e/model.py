@@ -52,8 +52,10 @@ class EmbeddingModel(nn.Module):
         if heads is None and settings.heads:
             from l2e.heads import build_heads
 
-            heads = build_heads(settings.heads, backbone, settings.colbert_dim, settings.special_token_ids)
+            heads = build_heads(settings.heads, backbone, settings.colbert_dim, settings.special_token_ids,
+                                settings.sparse_idf)
         self.heads = heads if heads is not None else nn.ModuleDict()
+        self.carried_extras = frozenset()  # extras loaded from an earlier stage (build_model)
 
     @property
     def pooling_mode(self) -> str:
@@ -378,11 +380,13 @@ def _start_from(cfg):
 
 
 def _carry_extras(model: EmbeddingModel, extras: Dict[str, torch.Tensor]) -> None:
-    """Heads and trainable pooling an earlier stage trained, where this stage has the same ones (same shapes)."""
+    """Heads and trainable pooling an earlier stage trained, where this stage has the same ones (same shapes);
+    ``model.carried_extras`` names them (what the trainer must not initialise again)."""
     mine = model.extras()  # keys "heads.<...>" / "pooler.<...>", as in the model's own state dict
     carried = {k: v for k, v in extras.items() if k in mine and mine[k].shape == v.shape}
     if carried:
         model.load_state_dict(carried, strict=False)
+    model.carried_extras = frozenset(carried)
 
 
 def _is_kbit(backbone: nn.Module) -> bool:

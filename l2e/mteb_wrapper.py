@@ -14,7 +14,7 @@ import os
 import random
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import datasets
 import mteb
@@ -214,6 +214,42 @@ def safe_name(label: str) -> str:
     return re.sub(r"[^0-9A-Za-z_.=-]+", "_", label).strip("_") or "model"
 
 
+@contextlib.contextmanager
+def per_query_ndcg(tasks: Sequence) -> Iterator[Dict[str, Dict[str, float]]]:
+    """``{task name: {query id: nDCG@10}}`` for every task MTEB evaluates inside the block.
+
+    MTEB's ``RetrievalEvaluator`` scores each query with pytrec_eval and averages those scores into
+    ``ndcg_at_10``; it keeps only the averages. What it computed per query is handed to the task's
+    ``task_specific_scores`` hook first, so that hook is wrapped on each task instance for the block: the
+    numbers recorded are the very ones MTEB averaged (same ranking, same tie-breaking, same cut-off). Query
+    ids are prefixed ``subset/split/`` only when a task has more than one subset or split.
+    """
+    captured: Dict[str, Dict[Tuple[str, str], Dict[str, float]]] = {}
+    out: Dict[str, Dict[str, float]] = {}
+    wrapped = []
+    for task in tasks:
+        if not isinstance(task, AbsTaskRetrieval):
+            continue
+        original = task.task_specific_scores  # the bound method (MTEB's default returns {})
+
+        def hook(scores, qrels, results, hf_split, hf_subset, _name=task.metadata.name, _original=original):
+            captured.setdefault(_name, {})[(hf_subset, hf_split)] = {
+                str(q): float(s["ndcg_cut_10"]) for q, s in scores.items()}
+            return _original(scores, qrels, results, hf_split=hf_split, hf_subset=hf_subset)
+
+        task.task_specific_scores = hook
+        wrapped.append(task)
+    try:
+        yield out
+    finally:
+        for task in wrapped:
+            del task.task_specific_scores  # back to the class's method
+        for name, parts in captured.items():
+            prefix = len(parts) > 1
+            out[name] = {(f"{subset}/{split}/{q}" if prefix else q): v
+                         for (subset, split), scores in parts.items() for q, v in scores.items()}
+
+
 def summary_row(task_result, label: str, dim: int) -> dict:
     """One summary row from MTEB's ``TaskResult`` (scores averaged over its subsets and splits)."""
     row: Dict[str, Any] = {"model": label, "dim": dim, "task": task_result.task_name}
@@ -240,7 +276,7 @@ def run_mteb(encoder: EmbedderEncoder, tasks: list, dims: Sequence[int], *, batc
     """Score ``encoder`` on ``tasks`` at each Matryoshka size; MTEB's JSON per task under ``output_folder``."""
     rows = []
     for dim in dims:
-        with _datasets_bars(show_progress):
+        with _datasets_bars(show_progress), per_query_ndcg(tasks) as per_query:
             result = mteb.evaluate(encoder.with_dim(dim), tasks, cache=None, overwrite_strategy="always",
                                    co2_tracker=False, show_progress_bar=show_progress,
                                    encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress})
@@ -249,15 +285,22 @@ def run_mteb(encoder: EmbedderEncoder, tasks: list, dims: Sequence[int], *, batc
                 folder = Path(output_folder) / safe_name(encoder.name) / f"dim_{dim}"
                 folder.mkdir(parents=True, exist_ok=True)
                 task_result.to_disk(folder / f"{safe_name(task_result.task_name)}.json")
-            rows.append(summary_row(task_result, encoder.name, dim))
+            rows.append(with_per_query(summary_row(task_result, encoder.name, dim), per_query))
     return rows
+
+
+def with_per_query(row: dict, per_query: Dict[str, Dict[str, float]]) -> dict:
+    """``row`` plus ``per_query`` ({query id: nDCG@10}) when MTEB's evaluator reported them for its task."""
+    if row["task"] in per_query:
+        row["per_query"] = per_query[row["task"]]
+    return row
 
 
 def run_search(search, tasks: list, *, output_folder: Optional[str] = None, show_progress: bool = False,
                dim: int = 0) -> List[dict]:
     """Score an ``l2e.search.MtebSearch`` (any representation, BM25, a fusion) on ``tasks`` with MTEB."""
     rows = []
-    with _datasets_bars(show_progress):
+    with _datasets_bars(show_progress), per_query_ndcg(tasks) as per_query:
         result = mteb.evaluate(search, tasks, cache=None, overwrite_strategy="always", co2_tracker=False,
                                show_progress_bar=show_progress)
     for task_result in result.task_results:
@@ -265,7 +308,7 @@ def run_search(search, tasks: list, *, output_folder: Optional[str] = None, show
             folder = Path(output_folder) / safe_name(search.name)
             folder.mkdir(parents=True, exist_ok=True)
             task_result.to_disk(folder / f"{safe_name(task_result.task_name)}.json")
-        row = summary_row(task_result, search.name, dim)
+        row = with_per_query(summary_row(task_result, search.name, dim), per_query)
         stats = search.stats
         row["index_bytes_per_doc"] = stats.get("index_bytes_per_doc")
         # Query encoding, scoring against the whole corpus and top-k, per query (queries batched).
@@ -311,6 +354,37 @@ def format_table(rows: Sequence[dict]) -> str:
             line += f" {size} | {r['query_ms']:.1f} |" if "query_ms" in r else " | |"
         body.append(line)
     return "\n".join([head, rule, *body]) + "\n"
+
+
+PER_QUERY_DIR = "per_query"
+
+
+def per_query_file(row: dict) -> str:
+    """Where a summary row's per-query scores go, relative to the summary: one file per model x dim x task."""
+    dim = f".dim{row['dim']}" if row.get("dim") else ""
+    return f"{PER_QUERY_DIR}/{safe_name(row['model'])}{dim}.{safe_name(row['task'])}.json"
+
+
+def write_per_query(row: dict, output_folder: str) -> dict:
+    """``row`` with its ``per_query`` scores moved to their own file beside ``summary.json`` (written
+    atomically): ``{"model", "dim", "task", "metric": "ndcg_at_10", "scores": {query id: nDCG@10}}``; the row
+    keeps the file's path, relative to ``output_folder``. Rows without scores are returned as they are."""
+    from l2e.atomic import atomic_file
+
+    if not isinstance(row.get("per_query"), dict):
+        return row
+    rel = per_query_file(row)
+    record = {"model": row["model"], "dim": row["dim"], "task": row["task"], "metric": "ndcg_at_10",
+              "scores": row["per_query"]}
+    with atomic_file(os.path.join(output_folder, rel)) as tmp, open(tmp, "w") as f:
+        json.dump(record, f)
+    return {**row, "per_query": rel}
+
+
+def read_per_query(summary_folder: str, row: dict) -> Dict[str, float]:
+    """The ``{query id: nDCG@10}`` a summary row points to (``write_per_query``)."""
+    with open(os.path.join(summary_folder, row["per_query"])) as f:
+        return json.load(f)["scores"]
 
 
 def write_summary(rows: Sequence[dict], output_folder: str) -> str:

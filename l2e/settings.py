@@ -40,6 +40,7 @@ class ModelSettings:
     heads: Tuple[str, ...] = ()  # representations besides dense: "sparse" (lexical), "splade", "colbert"
     colbert_dim: int = 128  # width of the multi-vector head's token vectors
     special_token_ids: Tuple[int, ...] = ()  # ids the lexical head never weighs (the tokenizer's special tokens)
+    sparse_idf: bool = False  # the lexical head scales each token's weight by sqrt(idf) (l2e.heads.LexicalHead)
     hybrid_weights: Tuple[Tuple[str, float], ...] = ()  # (representation, weight) of the fused score
     latent_num: int = 32  # latent_attention pooling: latents, heads, head width, feed-forward multiplier
     latent_heads: int = 4
@@ -84,7 +85,8 @@ class ModelSettings:
                    skip_instruction=cfg.skip_instruction, instruction_separator=cfg.instruction_separator,
                    query_instruction=cfg.query_instruction, query_max_length=cfg.query_len,
                    passage_max_length=cfg.passage_len, is_adapter=cfg.lora_enabled, heads=heads,
-                   colbert_dim=cfg.colbert_dim, special_token_ids=tuple(special_token_ids) if heads else (),
+                   colbert_dim=cfg.colbert_dim, sparse_idf=cfg.sparse_enabled and cfg.sparse_idf,
+                   special_token_ids=tuple(special_token_ids) if heads else (),
                    hybrid_weights=weights if heads else (), latent_num=cfg.latent_num, latent_heads=cfg.latent_heads,
                    latent_head_dim=cfg.latent_head_dim, latent_mlp_mult=cfg.latent_mlp_mult,
                    **(source or source_settings(cfg.model_path, cfg.gguf_file)))

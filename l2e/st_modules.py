@@ -19,13 +19,17 @@ class LexicalWeights(Module):
     """token states -> ``relu(Linear(h_t))`` on each token's id, max over positions; padding, the prompt and the
     ``unused_token_ids`` get no weight. Output: ``sentence_embedding`` (batch, vocab)."""
 
-    config_keys = ["hidden_size", "embedding_dimension", "unused_token_ids"]
+    config_keys = ["hidden_size", "embedding_dimension", "unused_token_ids", "idf"]
 
-    def __init__(self, hidden_size: int, embedding_dimension: int, unused_token_ids: Sequence[int] = ()):
+    def __init__(self, hidden_size: int, embedding_dimension: int, unused_token_ids: Sequence[int] = (),
+                 idf: bool = False):
         super().__init__()
         self.hidden_size, self.embedding_dimension = hidden_size, embedding_dimension
         self.unused_token_ids = list(unused_token_ids)
         self.linear = nn.Linear(hidden_size, 1)
+        self.idf = idf
+        if idf:  # l2e's sparse_idf: each token's weight x sqrt(idf), as l2e.heads.LexicalHead
+            self.register_buffer("token_idf", torch.ones(embedding_dimension))
 
     def forward(self, features: dict[str, Any], **kwargs) -> dict[str, Any]:
         hidden, ids, mask = features["token_embeddings"], features["input_ids"], features["attention_mask"]
@@ -35,6 +39,8 @@ class LexicalWeights(Module):
             n = int(prompt[0]) if isinstance(prompt, torch.Tensor) else int(prompt)
             keep[:, :n] = False
         weights = torch.relu(self.linear(hidden.to(self.linear.weight.dtype))).squeeze(-1)
+        if self.idf:
+            weights = weights * self.token_idf.sqrt()[ids]
         features["sentence_embedding"] = lexical_weights(weights, ids, keep, self.embedding_dimension)
         return features
 

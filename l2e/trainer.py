@@ -115,6 +115,7 @@ class Trainer:
         if self.acc.is_main_process:
             print(f"precision: {self.precision.name} ({self.precision.reason})", flush=True)
         check_runtime(cfg, self.acc.distributed_type)
+        self._tune_allocator()
         resume_from = self._claim_run_dir()  # before anything in the run folder is written
         set_seed(cfg.seed)
         self.train_sets = load_tokenized(cfg.train_data_path, "train")
@@ -126,6 +127,7 @@ class Trainer:
         check_hidden_size(cfg, self.model.hidden_size)
         self.checkpoint_plan = self._bound_memory()
         self._check_data_matches_model()
+        self._start_sparse_from_idf()
         self.loss_fn = build_loss(cfg)
         self.local_loss_fn = build_loss(_replace(cfg, cross_device_negatives=False))
         self.global_batch = cfg.train_batch_size * self.acc.num_processes
@@ -157,6 +159,19 @@ class Trainer:
         # purge_step: TensorBoard drops the events a killed run logged past the step this run resumes from.
         tb = {"tensorboard": {"purge_step": self.step + 1}} if resume_from else {}
         self.acc.init_trackers(cfg.experiment_id, config=_scalar_config(cfg), init_kwargs=tb)
+
+    def _tune_allocator(self) -> None:
+        """malloc_mmap_threshold_mb: before the model loads, so every later large allocation follows it."""
+        from l2e.memory import set_mmap_threshold
+
+        mb = self.cfg.malloc_mmap_threshold_mb
+        if mb <= 0:
+            return
+        applied = set_mmap_threshold(mb)
+        if self.acc.is_main_process:
+            print(f"memory: allocations of {mb:g} MiB or more are mmapped and returned when freed" if applied else
+                  f"warning: malloc_mmap_threshold_mb={mb:g} ignored: this C library has no mallopt (not glibc)",
+                  flush=True)
 
     def _claim_run_dir(self) -> Optional[str]:
         """Lock the run folder; pick the checkpoint to resume from, or make sure a new run starts clean."""
@@ -214,6 +229,21 @@ class Trainer:
         if missing and self.acc.is_main_process:
             print(f"warning: kd_enabled=true but datasets {missing} carry no teacher scores; their batches train "
                   "without the kd term", flush=True)
+
+    def _start_sparse_from_idf(self) -> None:
+        """sparse_idf: the lexical head starts from BM25's idf over the training passages (unless an earlier stage
+        already trained it: init_from carries it)."""
+        from l2e.data import document_frequency
+        from l2e.heads import bm25_idf
+
+        if not self.model.settings.sparse_idf or "heads.sparse.idf" in self.model.carried_extras:
+            return
+        head = self.model.heads["sparse"]
+        df, n = document_frequency(self.train_sets, head.vocab_size)
+        head.start_from_idf(bm25_idf(torch.from_numpy(df), n))
+        if self.acc.is_main_process:
+            print(f"sparse: lexical head starts from BM25's idf over {n:,} training passages "
+                  f"({int((df > 0).sum()):,} distinct tokens)", flush=True)
 
     def _mntp_masking(self):
         """The masking of mntp datasets (None without one): the mask token as one id of the vocabulary."""

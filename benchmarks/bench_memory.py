@@ -1,0 +1,98 @@
+"""Peak resident memory and step time of one training config under different allocator settings, in one go.
+
+    python benchmarks/bench_memory.py --config configs/cpu/smollm2.distill.json --steps 8
+    python benchmarks/bench_memory.py --config configs/cpu/tiny.f2llm.json --steps 4 --rows default,mmap4
+
+Each row runs ``run.py`` as its own process (peak memory is per process) for ``--steps`` optimizer steps with
+validation off, and reads back the run's ``training_summary.json`` (``peak_rss_gb``: the process's VmHWM, model
+loading and export included) and ``training_log.jsonl`` (median seconds per step, the first step left out: it
+warms up). The peer every row is compared with is ``default``: glibc's malloc as it comes.
+
+Rows: ``default``; ``mmapN``: ``malloc_mmap_threshold_mb=N`` (allocations of N MiB or more mmapped and
+unmapped when freed -- l2e.memory.set_mmap_threshold); ``jemalloc``: the same run with libjemalloc preloaded
+(Debian package libjemalloc2), the documented alternative.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+
+
+def row_settings(name: str):
+    """(run.py --set overrides, extra environment) of one row name."""
+    if name == "default":
+        return {}, {}
+    if name == "jemalloc":
+        return {}, {"LD_PRELOAD": JEMALLOC}
+    if name.startswith("mmap"):
+        try:
+            return {"malloc_mmap_threshold_mb": float(name[4:])}, {}
+        except ValueError:
+            pass
+    raise SystemExit(f"error: unknown row {name!r}; use default, jemalloc or mmapN (N MiB, e.g. mmap4)")
+
+
+def run_row(args, name: str, out: str) -> dict:
+    sets, env = row_settings(name)
+    if env.get("LD_PRELOAD") and not os.path.isfile(JEMALLOC):
+        return {"row": name, "error": f"{JEMALLOC} not installed (apt-get install libjemalloc2)"}
+    sets = {"train_steps": args.steps, "checkpointing_steps": args.steps, "validation_steps": 10 * args.steps,
+            "eval_data_dir": "", "keep_last_n": 0, "log_interval": 1, "output_dir": out, "tb_dir": f"{out}/tb",
+            "experiment_id": name, **sets}
+    cmd = [sys.executable, "run.py", "--config", args.config, "--overwrite"]
+    for k, v in sets.items():
+        cmd += ["--set", f"{k}={json.dumps(v)}"]
+    log = os.path.join(out, f"{name}.log")
+    with open(log, "w") as f:
+        res = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **env})
+    if res.returncode:
+        return {"row": name, "error": f"exit {res.returncode}: " + open(log).read()[-300:].replace("\n", " ")}
+    run_dir = os.path.join(out, name)
+    with open(os.path.join(run_dir, "training_summary.json")) as f:
+        summary = json.load(f)
+    with open(os.path.join(run_dir, "training_log.jsonl")) as f:
+        elapsed = [json.loads(line)["elapsed_s"] for line in f]
+    steps = [b - a for a, b in zip(elapsed, elapsed[1:])]  # the first step (warm-up) is left out
+    return {"row": name, "peak_rss_gb": summary["peak_rss_gb"], "s_per_step": statistics.median(steps),
+            "checkpointed_layers": summary.get("checkpointed_layers"), **sets}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/cpu/smollm2.distill.json")
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--rows", default="default,mmap1,mmap4,mmap16,jemalloc")
+    p.add_argument("--json_out", default="", help="also write the rows here")
+    args = p.parse_args(argv)
+    if args.steps < 3:
+        raise SystemExit("error: --steps must be >= 3 (the first step is a warm-up, the median needs two more)")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="l2e_bench_memory_") as out:
+        for name in args.rows.split(","):
+            results.append(run_row(args, name, out))
+            print(json.dumps(results[-1]), flush=True)
+    peer = next((r for r in results if r["row"] == "default" and "error" not in r), None)
+    print(f"\n{args.config}, {args.steps} steps per row; peer: glibc malloc as it comes (default)\n")
+    print("| row | peak RSS GB | s / step | speed vs default |")
+    print("| --- | ---: | ---: | ---: |")
+    for r in results:
+        if "error" in r:
+            print(f"| {r['row']} | error: {r['error'][:80]} | | |")
+            continue
+        ratio = f"{peer['s_per_step'] / r['s_per_step']:.2f}x" if peer else ""
+        print(f"| {r['row']} | {r['peak_rss_gb']:.2f} | {r['s_per_step']:.2f} | {ratio} |")
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump({"config": args.config, "steps": args.steps, "rows": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

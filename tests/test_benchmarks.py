@@ -1,0 +1,77 @@
+"""The benchmark scripts' own logic: bench_encode end to end on a tiny exported model (each row in its own
+process, vectors compared), bench_train's precision dimension (peers matched by precision, targets, rows of an
+older run merged, the bf16 peak). Timings are not checked: tiny models on a shared CPU say nothing."""
+import json
+import os
+
+import pytest
+
+from helpers_models import tiny_config
+from l2e.export import export_final
+from l2e.model import build_model
+
+import benchmarks.bench_encode as bench_encode
+import benchmarks.bench_train as bench_train
+
+
+def row(name, precision, samples_per_s, **extra):
+    return {"row": name, "precision": precision, "s_per_step": 1.0, "samples_per_s": samples_per_s,
+            "real_tokens_per_s": 1.0, "padded_positions_per_s": 1.0, "padding_share": 0.0, "peak_rss_gb": 1.0,
+            "mfu": 0.5, **extra}
+
+
+def test_bench_encode_runs_every_torch_row_and_compares_vectors(tmp_path):
+    model, tok = build_model(tiny_config("qwen3", pooling_mode="mean", bi_attn_enabled=True))
+    final = export_final(model, tok, str(tmp_path / "final"))
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"document {i} " + "word " * i}) + "\n" for i in range(10)))
+    out = tmp_path / "out"
+    bench_encode.main(["--model", final, "--corpus", str(corpus), "--limit", "6", "--batch_size", "4",
+                       "--repeats", "1", "--warmup", "2", "--threads", "1", "--out", str(out),
+                       "--rows", "st_fp32,l2e_fp32,l2e_bf16"])
+    (result,) = json.loads((out / "results.json").read_text())
+    assert result["texts"] == 6 and result["max_length"] == 64  # the model's own limit, for every row
+    rows = {r["row"]: r for r in result["rows"]}
+    assert set(rows) == {"st_fp32", "l2e_fp32", "l2e_bf16"} and not any("error" in r for r in rows.values())
+    assert rows["l2e_fp32"]["max_abs_diff_vs_peer"] < 1e-5  # the same vectors as sentence-transformers
+    assert "vs_peer" not in rows["l2e_bf16"]  # its peer (st_bf16) did not run: no ratio against another precision
+    assert 0 < rows["l2e_bf16"]["max_abs_diff_vs_fp32"] < 0.05  # bf16 really ran, and stayed close
+    assert all(r["peak_rss_gb"] > 0 and r["texts_per_s"] > 0 for r in rows.values())
+
+
+def test_bench_encode_refuses_unknown_rows(capsys):
+    with pytest.raises(SystemExit):
+        bench_encode.main(["--rows", "l2e_fp16"])
+    assert "unknown l2e_fp16" in capsys.readouterr().err
+
+
+def test_bench_train_compares_each_row_with_its_peer_at_the_same_precision():
+    results = [row("st_lora", "fp32", 1.0), row("l2e_lora_bucketed", "fp32", 2.5, matmul_dtype=["float32"]),
+               row("st_lora", "bf16", 2.0), row("l2e_lora_bucketed", "bf16", 3.0, matmul_dtype=["float32"])]
+    text = bench_train.table(results, bench_train.PEERS)
+    assert "| l2e_lora_bucketed | fp32 | 1.00 | 2.50 | 2.50x |" in text
+    assert "| l2e_lora_bucketed | bf16 (matmuls ran fp32!) | 1.00 | 3.00 | 1.50x |" in text
+    targets = bench_train.target_table(results)
+    assert "| l2e_lora_bucketed | st_lora | fp32 | 2.50x | >= 2.0x met |" in targets
+    assert "| l2e_lora_bucketed | st_lora | bf16 | 1.50x | >= 2.0x not met |" in targets
+    assert "l2e_full_bucketed" not in targets  # no rows, no claim
+
+
+def test_bench_train_merges_an_older_run_by_row_and_precision(tmp_path):
+    old = [{"row": "st_full", "samples_per_s": 1.0}, {"row": "l2e_full", "samples_per_s": 1.0}]  # before --precision
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(old))
+    merged = bench_train.merge_rows(str(path), [row("l2e_full", "bf16", 2.0), row("l2e_full", "fp32", 3.0)])
+    assert [(r["row"], r.get("precision", "fp32"), r["samples_per_s"]) for r in merged] == [
+        ("st_full", "fp32", 1.0), ("l2e_full", "fp32", 3.0), ("l2e_full", "bf16", 2.0)]
+
+
+def test_bench_train_refuses_an_unknown_precision(capsys):
+    with pytest.raises(SystemExit):
+        bench_train.main(["--precision", "fp32,fp16", "--out", os.devnull])
+    assert "fp16 is not one of fp32, bf16" in capsys.readouterr().err
+
+
+def test_matmul_peak_is_measured_in_each_precision():
+    assert bench_train.matmul_peak_gflops("fp32", sizes=(64,), repeats=1) > 0
+    assert bench_train.matmul_peak_gflops("bf16", sizes=(64,), repeats=1) > 0
