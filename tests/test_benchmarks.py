@@ -75,3 +75,17 @@ def test_bench_train_refuses_an_unknown_precision(capsys):
 def test_matmul_peak_is_measured_in_each_precision():
     assert bench_train.matmul_peak_gflops("fp32", sizes=(64,), repeats=1) > 0
     assert bench_train.matmul_peak_gflops("bf16", sizes=(64,), repeats=1) > 0
+
+
+def test_compare_runs_prints_the_paired_interval_and_refuses_a_bad_file(tmp_path, capsys):
+    import benchmarks.compare_runs as compare_runs
+
+    row, base = tmp_path / "row.json", tmp_path / "base.json"
+    row.write_text(json.dumps({"scores": {str(i): 1.0 for i in range(20)}}))
+    base.write_text(json.dumps({"scores": {str(i): 0.5 for i in range(20)}}))
+    compare_runs.main([str(row), str(base), "--resamples", "200"])
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("| base.json")][0]
+    assert "+0.5000" in line and "[+0.5000, +0.5000]" in line and line.endswith("| gain |")
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(SystemExit, match="error: .*bad.json: not a per-query score file"):
+        compare_runs.main([str(row), str(tmp_path / "bad.json")])
