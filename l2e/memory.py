@@ -11,6 +11,7 @@ fits. transformers' own per-layer switch (``GradientCheckpointingLayer.gradient_
 """
 from __future__ import annotations
 
+import functools
 import resource
 from dataclasses import dataclass
 from typing import List
@@ -95,7 +96,9 @@ def release_freed_memory() -> None:
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
+@functools.lru_cache(maxsize=1)
 def _libc():
+    """The C library, if it has glibc's ``mallopt`` (looked up once: ``find_library`` runs ``ldconfig``)."""
     import ctypes
     import ctypes.util
 

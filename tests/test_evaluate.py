@@ -53,7 +53,8 @@ def save_checkpoint(folder: Path) -> None:
 
 # --- independent reference: rank by cosine, textbook nDCG / MRR / recall -------------------------------------
 
-def reference_scores(embedder, folder: Path, dim: int) -> dict:
+def read_beir(folder: Path):
+    """(doc ids, doc texts as MTEB joins them, queries by id, qrels, judged query ids) of a BEIR folder."""
     docs = [json.loads(line) for line in (folder / "corpus.jsonl").read_text().splitlines()]
     doc_ids = [d["_id"] for d in docs]
     doc_texts = [(d.get("title", "") + " " + d["text"]).strip() for d in docs]
@@ -63,6 +64,11 @@ def reference_scores(embedder, folder: Path, dim: int) -> dict:
         q, d, s = line.split("\t")
         qrels.setdefault(q, {})[d] = int(s)
     judged = sorted(q for q in qrels if q in queries and max(qrels[q].values()) > 0)
+    return doc_ids, doc_texts, queries, qrels, judged
+
+
+def reference_scores(embedder, folder: Path, dim: int) -> dict:
+    doc_ids, doc_texts, queries, qrels, judged = read_beir(folder)
 
     def unit(x):
         x = x[:, :dim]
@@ -360,19 +366,12 @@ def test_an_interrupted_evaluation_keeps_every_row_scored_before_it(tmp_path, mo
 
 def reference_ndcg_per_query(embedder, folder: Path, dim: int) -> dict:
     """Each judged query's textbook nDCG@10 from the embedder's own cosine ranking (ties: corpus order)."""
-    docs = [json.loads(line) for line in (folder / "corpus.jsonl").read_text().splitlines()]
-    queries = {q["_id"]: q["text"] for q in map(json.loads, (folder / "queries.jsonl").read_text().splitlines())}
-    qrels: dict = {}
-    for line in (folder / "qrels.tsv").read_text().splitlines()[1:]:
-        q, d, score = line.split("\t")
-        qrels.setdefault(q, {})[d] = int(score)
-    judged = sorted(q for q in qrels if q in queries and max(qrels[q].values()) > 0)
+    doc_ids, doc_texts, queries, qrels, judged = read_beir(folder)
     qv = truncate_normalize(np.asarray(embedder.encode([queries[q] for q in judged]), np.float32), dim)
-    dv = truncate_normalize(np.asarray(embedder.encode([(d.get("title", "") + " " + d["text"]).strip() for d in docs]),
-                                       np.float32), dim)
+    dv = truncate_normalize(np.asarray(embedder.encode(doc_texts), np.float32), dim)
     out = {}
     for qi, q in enumerate(judged):
-        ranked = [docs[i]["_id"] for i in np.argsort(-(dv @ qv[qi]), kind="stable")][:10]
+        ranked = [doc_ids[i] for i in np.argsort(-(dv @ qv[qi]), kind="stable")][:10]
         dcg = sum(qrels[q].get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked))
         ideal = sorted(qrels[q].values(), reverse=True)[:10]
         out[q] = dcg / sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
