@@ -29,7 +29,7 @@
 Writes under --output_folder (default <ckpt_dir>/mteb_eval): MTEB's result JSON per task at
 <model>/dim_<d>/<task>.json, summary.json (one row per model x dim x task: ndcg_at_10, mrr_at_10,
 recall_at_10, recall_at_100, map_at_10, and per_query: the path of per_query/<model>[.dim<d>].<task>.json, each
-query's nDCG@10 as MTEB's evaluator computed it, for paired comparisons such as l2e.stats) and summary.md (the
+query's nDCG@10 as MTEB's evaluator computed it, for paired comparisons such as l2e.retrieval.stats) and summary.md (the
 table, also printed). A sentence-transformers folder given as --baseline is encoded as sentence-transformers
 would: its "query" prompt, its Pooling's include_prompt, and the attention its config.json sets (is_causal).
 Problems with the arguments or the data end the run with one line on stderr (exit status 2).
@@ -44,11 +44,11 @@ import sys
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from l2e.config import ConfigError, resolve_package_path
-from l2e.errors import run_main
-from l2e.mteb_wrapper import (EmbedderEncoder, EvalError, check_dims, limit_queries, load_mteb_tasks,
+from l2e.core.errors import run_main
+from l2e.retrieval.mteb_wrapper import (EmbedderEncoder, EvalError, check_dims, limit_queries, load_mteb_tasks,
                               make_beir_task, run_mteb, task_names, write_per_query, write_summary)
-from l2e.precision import PRECISIONS
-from l2e.settings import POOLING_MODES
+from l2e.model.precision import PRECISIONS
+from l2e.model.settings import POOLING_MODES
 
 LIMIT_SEED = 0  # --limits draws the same queries every run, so checkpoints compare on the same set
 _STEP = re.compile(r"^step_(\d+)$")
@@ -80,7 +80,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="encoder arithmetic: fp32, bf16 autocast, or auto (bf16 where the CPU has it natively and a "
-                   "probe shows it faster; l2e.precision)")
+                   "probe shows it faster; l2e.model.precision)")
     p.add_argument("--dims", type=parse_dims, default=None, help="Matryoshka sizes to score, e.g. 64,128,256")
     p.add_argument("--limits", type=int, default=0, help="sample this many queries per task (0 = all)")
     p.add_argument("--output_folder", help="default: <ckpt_dir>/mteb_eval (output/mteb_eval without ckpt_dir)")
@@ -161,7 +161,7 @@ def load_tasks(args: argparse.Namespace) -> list:
 
 def model_loaders(args: argparse.Namespace) -> List[Tuple[str, Callable]]:
     """``(label, load)`` per model, loaded one at a time so only one sits in memory."""
-    from l2e.embedder import Embedder
+    from l2e.retrieval.embedder import Embedder
 
     overrides = {k: v for k, v in {"pooling_mode": args.pooling, "bi_attn_enabled": args.bi_attn}.items()
                  if v is not None}
@@ -181,7 +181,7 @@ def model_loaders(args: argparse.Namespace) -> List[Tuple[str, Callable]]:
 
 
 def load_baseline(path: str, args: argparse.Namespace):
-    from l2e.embedder import Embedder
+    from l2e.retrieval.embedder import Embedder
 
     options = sentence_transformers_options(path)
     pooling = args.baseline_pooling or options.pop("pooling", None)
@@ -189,7 +189,7 @@ def load_baseline(path: str, args: argparse.Namespace):
 
 
 # sentence-transformers >= 5 writes its Pooling config as {"pooling_mode": NAME} instead of one boolean flag per mode
-# (which l2e.embedder reads); the names that l2e's poolings reproduce.
+# (which l2e.retrieval.embedder reads); the names that l2e's poolings reproduce.
 _ST_POOLING_NAMES = {"mean": "mean", "cls": "cls", "lasttoken": "eos", "weightedmean": "weighted_mean"}
 
 
@@ -240,8 +240,8 @@ def evaluate_model(embedder, label: str, tasks: list, args: argparse.Namespace, 
 
 
 def searches(embedder, label: str, args: argparse.Namespace) -> list:
-    """MTEB search models for the heads, the hybrid and BM25 (l2e.search), as the arguments ask."""
-    from l2e.search import BM25Scorer, FusedScorer, MtebSearch, RepScorer, Reps
+    """MTEB search models for the heads, the hybrid and BM25 (l2e.retrieval.search), as the arguments ask."""
+    from l2e.retrieval.search import BM25Scorer, FusedScorer, MtebSearch, RepScorer, Reps
 
     heads = list(embedder.model.heads)
     wanted = args.reps if args.reps is not None else heads + (["hybrid"] if heads else [])
@@ -271,7 +271,7 @@ def searches(embedder, label: str, args: argparse.Namespace) -> list:
 
 
 def evaluate_searches(models: list, tasks: list, output_folder: str, record: Callable[[List[dict]], None]) -> None:
-    from l2e.mteb_wrapper import run_search
+    from l2e.retrieval.mteb_wrapper import run_search
 
     for model in models:
         print(f"== {model.name}", flush=True)
@@ -299,7 +299,7 @@ def evaluate(args: argparse.Namespace) -> int:
         del embedder
         gc.collect()
     if args.bm25:
-        from l2e.search import BM25Scorer, MtebSearch
+        from l2e.retrieval.search import BM25Scorer, MtebSearch
 
         evaluate_searches([MtebSearch(BM25Scorer(), "bm25")], tasks, output_folder, record)
     print(write_summary(rows, output_folder))

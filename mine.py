@@ -1,4 +1,4 @@
-"""Mine hard negatives for a FlagEmbedding-style JSONL with any embedding model (the pipeline: ``l2e/mine.py``).
+"""Mine hard negatives for a FlagEmbedding-style JSONL with any embedding model (pipeline: ``l2e/retrieval/mine.py``).
 
     # the Debian sample with all-MiniLM-L6-v2 (mean pooling from its sentence-transformers folder)
     HF_HUB_OFFLINE=1 python mine.py --input data/sample/debian/train.jsonl \\
@@ -35,9 +35,9 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from l2e.errors import run_main
-from l2e.precision import PRECISIONS
-from l2e.settings import POOLING_MODES
+from l2e.core.errors import run_main
+from l2e.model.precision import PRECISIONS
+from l2e.model.settings import POOLING_MODES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,7 +92,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def mine(args: argparse.Namespace) -> int:
-    from l2e.mine import MineOptions, run
+    from l2e.retrieval.mine import MineOptions, run
 
     stats = run(MineOptions(**vars(args)))  # check options -> read -> encode -> search -> write
     n = stats["negatives_per_row"]

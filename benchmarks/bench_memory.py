@@ -9,7 +9,7 @@ loading and export included) and ``training_log.jsonl`` (median seconds per step
 warms up). The peer every row is compared with is ``default``: glibc's malloc as it comes.
 
 Rows: ``default``; ``mmapN``: ``malloc_mmap_threshold_mb=N`` (allocations of N MiB or more mmapped and
-unmapped when freed -- l2e.memory.set_mmap_threshold); ``jemalloc``: the same run with libjemalloc preloaded
+unmapped when freed -- l2e.train.memory.set_mmap_threshold); ``jemalloc``: the same run with libjemalloc preloaded
 (Debian package libjemalloc2), the documented alternative.
 """
 from __future__ import annotations

@@ -50,7 +50,7 @@ def main(argv=None) -> None:
 
     import torch
 
-    from l2e.embedder import Embedder
+    from l2e.retrieval.embedder import Embedder
 
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -12,7 +12,7 @@ lengths (queries 64, passages 160 tokens), mean pooling, bidirectional attention
 ``run.py``'s trainer. Each row runs in its own process, so its peak resident memory is its own.
 
 Every row runs at each ``--precision`` (fp32, bf16). bf16 is autocast on both sides, fp32 master weights and
-optimizer state: l2e's config key ``precision`` (``l2e.trainer.Towers`` enters ``torch.autocast`` around the
+optimizer state: l2e's config key ``precision`` (``l2e.train.trainer.Towers`` enters ``torch.autocast`` around the
 towers' forward and casts what leaves them to fp32); sentence-transformers' ``bf16=True`` training argument,
 which transformers' Trainer hands to accelerate as ``mixed_precision="bf16"``, and accelerate, on CPU, wraps
 the model's ``forward`` in ``torch.autocast("cpu", bfloat16)`` and casts its outputs to fp32
@@ -137,14 +137,14 @@ def model_flops(n_params: int, real_tokens: int, sq_lengths: int, layers: int, h
 def prepare_model(args) -> str:
     """An exported (sentence-transformers layout) bidirectional mean-pooling model: SmolLM2, or a tiny Llama."""
     from l2e.config import from_dict
-    from l2e.export import export_final
-    from l2e.model import build_model
+    from l2e.export.final import export_final
+    from l2e.model.embedding_model import build_model
 
     folder = os.path.join(args.out, "model")
     if os.path.isfile(os.path.join(folder, "modules.json")):
         return folder
     if args.quick:
-        from l2e.tiny import save_tiny_model
+        from l2e.model.tiny import save_tiny_model
 
         source = save_tiny_model("llama", os.path.join(args.out, "tiny-llama"))
         raw = {"model_path": source}
@@ -181,7 +181,7 @@ def prepare_data(args, model_dir: str) -> str:
 
 def run_l2e(args, name: str, settings: dict) -> dict:
     from l2e.config import from_dict, load_config
-    from l2e.trainer import Trainer
+    from l2e.train.trainer import Trainer
 
     batch = settings.get("batch", args.batch)
     common = {"experiment_id": name, "output_dir": os.path.join(args.out, "runs"), "tb_dir": os.path.join(args.out, "tb"),
@@ -321,7 +321,7 @@ def synthetic_tokenized(folder: str, rows: int, seed: int = 0) -> str:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from l2e.data import PASSAGE_SCHEMA, ROW_SCHEMA
+    from l2e.data.read import PASSAGE_SCHEMA, ROW_SCHEMA
 
     ds = os.path.join(folder, "synthetic")
     if os.path.isfile(os.path.join(ds, "meta.json")):
@@ -356,8 +356,8 @@ def synthetic_tokenized(folder: str, rows: int, seed: int = 0) -> str:
 
 def run_load(args, name: str, settings: dict) -> dict:
     """Start-up of a training run on ``rows`` rows: load, plan an epoch with length bucketing, collate a batch."""
-    from l2e.batching import BatchCollator, pair_lengths, plan_epoch
-    from l2e.data import load_tokenized
+    from l2e.data.batching import BatchCollator, pair_lengths, plan_epoch
+    from l2e.data.read import load_tokenized
 
     folder = synthetic_tokenized(os.path.join(args.out, f"scale_{settings['rows']}"), settings["rows"])
     t = time.perf_counter()

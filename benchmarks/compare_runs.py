@@ -1,4 +1,4 @@
-"""Paired bootstrap of one scored model against others, query by query (l2e.stats), as a markdown table.
+"""Paired bootstrap of one scored model against others, query by query (l2e.retrieval.stats), as a markdown table.
 
     python benchmarks/compare_runs.py docs/results/per_query/distill-stage2.dim576.dev.json \
         docs/results/per_query/*baseline*.json docs/results/per_query/bm25.dev.json
@@ -17,7 +17,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from l2e.stats import paired_bootstrap  # noqa: E402
+from l2e.retrieval.stats import paired_bootstrap  # noqa: E402
 
 
 def load(path: str) -> dict:

@@ -67,7 +67,7 @@ def main(argv=None) -> None:
 
     if not torch.cuda.is_available():
         sys.exit("error: no CUDA device; this check needs a GPU (the CPU paths are covered by make test)")
-    from l2e.tiny import save_tiny_model
+    from l2e.model.tiny import save_tiny_model
 
     peak = bf16_peak_tflops()
     data = os.path.join(args.out, "tokenized")

@@ -53,7 +53,7 @@ def reference(args) -> None:
     import numpy as np
 
     sys.path.insert(0, ROOT)
-    from l2e.embedder import Embedder
+    from l2e.retrieval.embedder import Embedder
 
     docs, queries = texts(args.n)
     emb = Embedder.from_checkpoint(args.final)

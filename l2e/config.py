@@ -17,9 +17,9 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Sequence
 
-from l2e.errors import L2EError
-from l2e.precision import PRECISIONS
-from l2e.settings import POOLING_MODES
+from l2e.core.errors import L2EError
+from l2e.model.precision import PRECISIONS
+from l2e.model.settings import POOLING_MODES
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 LR_SCHEDULERS = ("cosine", "constant")
 LORA_BIASES = ("none", "all", "lora_only")
@@ -81,12 +81,12 @@ class Config:
     adam_beta2: float = 0.999
     max_grad_norm: float = 1.0  # 0 disables clipping
     gradient_checkpointing: bool = False  # checkpoint every decoder layer (see memory_budget_gb for fewer)
-    memory_budget_gb: float = 0.0  # > 0: checkpoint as few layers as keep a worst-case step under this (l2e.memory)
-    malloc_mmap_threshold_mb: float = 0.0  # > 0: glibc mmaps allocations this large, freed back at once (l2e.memory)
+    memory_budget_gb: float = 0.0  # > 0: checkpoint just enough layers to keep a worst-case step under it (l2e.train.memory)
+    malloc_mmap_threshold_mb: float = 0.0  # > 0: glibc mmaps allocations this large, freed at once (l2e.train.memory)
     grad_cache: bool = False  # GradCache: large contrastive batches in small mini-batches
     grad_cache_mini_batch: int = 8
     torch_dtype: str = "auto"  # auto = float32 on CPU, bfloat16 on CUDA
-    precision: str = "fp32"  # fp32 | bf16 (autocast, fp32 master weights) | auto (bf16 where native and faster: l2e.precision)
+    precision: str = "fp32"  # fp32 | bf16 (autocast, fp32 master weights) | auto (bf16 where native and faster: l2e.model.precision)
 
     # --- loss ------------------------------------------------------------------------------------------
     temperature: float = 0.05  # InfoNCE: scores = cos / temperature (F2LLM uses 0.05)
@@ -107,11 +107,11 @@ class Config:
     kd_weight: float = 1.0
     kd_temperature: float = 1.0
 
-    # --- representation heads beside the dense vector (l2e.heads) ---------------------------------------
+    # --- representation heads beside the dense vector (l2e.model.heads) ---------------------------------------
     sparse_enabled: bool = False  # bge-m3 lexical weights: relu(Linear(h)) per token on its vocabulary id
     sparse_weight: float = 1.0  # weight of its InfoNCE in the total loss
     sparse_temperature: float = 0.05  # its scores (dot products) / temperature
-    sparse_idf: bool = False  # start the lexical head from BM25's idf over the training passages (l2e.heads)
+    sparse_idf: bool = False  # start the lexical head from BM25's idf over the training passages (l2e.model.heads)
     splade_enabled: bool = False  # SPLADE: max over tokens of log(1 + relu(LM-head logits))
     splade_weight: float = 1.0
     splade_temperature: float = 1.0  # SPLADE dot products are large; sentence-transformers trains them at scale 1

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 
 from l2e.config import Config, from_dict
-from l2e.tiny import EOS_ID, HIDDEN, TOKENIZER_DIR, VOCAB, save_tiny_model, tiny_configs  # noqa: F401
+from l2e.model.tiny import EOS_ID, HIDDEN, TOKENIZER_DIR, VOCAB, save_tiny_model, tiny_configs  # noqa: F401
 
 # EOS_ID: "<|im_end|>", also the pad token of the SmolLM2 tokenizer. The builders also back `python -m l2e.tiny`.
 

@@ -1,4 +1,4 @@
-"""l2e.stats (paired bootstrap, seed spread) and benchmarks/ablation.py end to end on a tiny random Qwen3.
+"""l2e.retrieval.stats (paired bootstrap, seed spread) and benchmarks/ablation.py end to end on a tiny random Qwen3.
 
 The interval arithmetic is checked where the answer is known: constant differences (every resample has the same
 mean), a case small enough to enumerate every resample, and a slow loop drawing the same indices one resample at a
@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 from helpers_models import tiny_qwen3
 
-from l2e import stats
-from l2e.optim import lr_at
-from l2e.stats import StatsError, bootstrap_means, paired_bootstrap, seed_spread, verdict
+from l2e.retrieval import stats
+from l2e.retrieval.stats import StatsError, bootstrap_means, paired_bootstrap, seed_spread, verdict
+from l2e.train.optim import lr_at
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("ablation", ROOT / "benchmarks" / "ablation.py")
@@ -38,7 +38,7 @@ def scores(values) -> dict:
     return {f"q{i}": float(v) for i, v in enumerate(values)}
 
 
-# --- l2e.stats ------------------------------------------------------------------------------------------------
+# --- l2e.retrieval.stats ------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("shift, want", [(0.02, "gain"), (-0.01, "loss"), (0.0, "no clear difference")])

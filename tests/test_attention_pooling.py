@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from helpers_models import tiny_config
-from l2e.attention_pooling import AttentionPooling, LatentAttentionPooling, masked_mean
-from l2e.embedder import Embedder
-from l2e.export import export_final
-from l2e.model import build_model, load_embedding_model
-from l2e.tokens import encode_texts, pad_batch
+from l2e.data.tokens import encode_texts, pad_batch
+from l2e.export.final import export_final
+from l2e.model.attention_pooling import AttentionPooling, LatentAttentionPooling, masked_mean
+from l2e.model.embedding_model import build_model, load_embedding_model
+from l2e.retrieval.embedder import Embedder
 
 NAN = float("nan")
 HIDDEN = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [NAN, NAN]], [[5.0, 6.0], [7.0, 8.0], [9.0, 10.0]]])

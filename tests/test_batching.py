@@ -4,11 +4,11 @@ from typing import List
 
 import torch
 
-from l2e.batching import BatchCollator, pair_lengths, plan_epoch, truncate
+from l2e.data.batching import BatchCollator, pair_lengths, plan_epoch, truncate
 
 
 @dataclass
-class FakeDataset:  # the attributes of l2e.data.TokenizedDataset the collator reads
+class FakeDataset:  # the attributes of l2e.data.read.TokenizedDataset the collator reads
     name: str
     task_type: str
     passages: List[List[int]]

@@ -7,8 +7,8 @@ import os
 import pytest
 
 from helpers_models import tiny_config
-from l2e.export import export_final
-from l2e.model import build_model
+from l2e.export.final import export_final
+from l2e.model.embedding_model import build_model
 
 import benchmarks.bench_encode as bench_encode
 import benchmarks.bench_train as bench_train

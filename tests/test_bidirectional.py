@@ -6,8 +6,8 @@ import torch
 from transformers import AutoModel, MistralConfig, Qwen2Config
 
 from helpers_models import TINY_MODELS
-from l2e.bidirectional import BIDIRECTIONAL, is_bidirectional, set_bidirectional
-from l2e.errors import ModelError
+from l2e.core.errors import ModelError
+from l2e.model.bidirectional import BIDIRECTIONAL, is_bidirectional, set_bidirectional
 
 ARCHS = ["qwen3", "deepseek_v3", "llama"]
 IMPLS = ["sdpa", "eager"]

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from l2e import checkpoint
-from l2e.checkpoint import CheckpointError
+from l2e.train import checkpoint
+from l2e.train.checkpoint import CheckpointError
 
 
 def save(run_dir, step, payload="weights"):
@@ -96,7 +96,7 @@ def test_resume_errors(tmp_path):
 
 def test_a_second_run_on_the_same_folder_is_refused(tmp_path):
     lock = checkpoint.RunLock(str(tmp_path))
-    code = ("import sys; from l2e.checkpoint import RunLock, CheckpointError\n"
+    code = ("import sys; from l2e.train.checkpoint import RunLock, CheckpointError\n"
             f"try:\n    RunLock({str(tmp_path)!r})\nexcept CheckpointError as e:\n    print(e); sys.exit(3)\n")
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert other.returncode == 3 and f"is in use by another run (pid {os.getpid()})" in other.stdout

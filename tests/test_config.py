@@ -32,7 +32,7 @@ def test_every_shipped_config_loads(path):
     # Model and data paths point at things a user downloads or the demo builds, so only values are checked.
     with open(path) as f:
         if "stages" in json.load(f):  # a chain (run.py --chain): its stage configs are checked with it
-            from l2e.chain import load_chain
+            from l2e.train.chain import load_chain
 
             assert len(load_chain(path)["stages"]) >= 2
             return

@@ -1,4 +1,4 @@
-"""l2e/data.py: the tokenized-data reader, raw dataset discovery, the split hash and BEIR folders."""
+"""l2e/data/read.py: the tokenized-data reader, raw dataset discovery, the split hash and BEIR folders."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from helpers_data import EOS, ROOT, make_inputs, read_passages, read_rows, run_tokenize, write_jsonl
 
-from l2e.data import DataError, dataset_files, load_tokenized, read_beir, stable_unit
+from l2e.data.read import DataError, dataset_files, load_tokenized, read_beir, stable_unit
 
 DEV_MINI = ROOT / "data" / "sample" / "dev-mini"
 
@@ -152,7 +152,7 @@ def test_stable_unit_is_fixed_by_text_and_seed_alone():
     assert values != [stable_unit(f"query {i}", 43) for i in range(2000)]
     assert 0.07 < sum(v < 0.1 for v in values) / len(values) < 0.13  # uniform enough for a 10% split
     # Another interpreter (another hash salt) gives the same numbers.
-    code = "from l2e.data import stable_unit; print(repr(stable_unit('query 5', 42)))"
+    code = "from l2e.data.read import stable_unit; print(repr(stable_unit('query 5', 42)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "PYTHONHASHSEED": "123"}, check=True).stdout
     assert float(out) == values[5]

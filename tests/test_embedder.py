@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from helpers_models import TINY_MODELS, tiny_config
-from l2e.embedder import Embedder
-from l2e.errors import L2EError
-from l2e.model import build_model
-from l2e.tokens import encode_texts, pad_batch
+from l2e.core.errors import L2EError
+from l2e.data.tokens import encode_texts, pad_batch
+from l2e.model.embedding_model import build_model
+from l2e.retrieval.embedder import Embedder
 
 INSTRUCTION = "Instruct: retrieve passages\nQuery: "
 TEXTS = ["a long text about rotary position embeddings and their many uses", "short", "a middle one here"]

@@ -1,4 +1,4 @@
-"""evaluate_mteb.py and l2e.mteb_wrapper: MTEB scores of a tiny random Qwen3 on hand-made BEIR folders.
+"""evaluate_mteb.py and l2e.retrieval.mteb_wrapper: MTEB scores of a tiny random Qwen3 on hand-made BEIR folders.
 
 The scores come from MTEB; each test recomputes them here from the embedder's own cosine rankings with
 the textbook formulas, or builds data whose answer is known exactly.
@@ -18,11 +18,11 @@ import pytest
 from helpers_models import tiny_qwen3
 from transformers import AutoModel, AutoTokenizer
 
-from l2e.embedder import Embedder
-from l2e.model import EmbeddingModel
-from l2e.mteb_wrapper import (EvalError, evaluate_retrieval, format_table, limit_queries, make_beir_task,
+from l2e.model.embedding_model import EmbeddingModel
+from l2e.retrieval.embedder import Embedder
+from l2e.retrieval.mteb_wrapper import (EvalError, evaluate_retrieval, format_table, limit_queries, make_beir_task,
                               sample_query_ids, task_names, truncate_normalize)
-from l2e.settings import ModelSettings
+from l2e.model.settings import ModelSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # evaluate_mteb.py is a top-level script, not part of the l2e package
@@ -323,8 +323,8 @@ def test_heads_hybrid_and_bm25_rows_and_both_dense_paths_agree(tmp_path):
     """Every representation is scored by MTEB's own evaluator (through an exact-search model); the dense head
     scored that way gives the same nDCG@10 as through the encoder path."""
     from l2e.config import from_dict
-    from l2e.export import export_final
-    from l2e.model import build_model
+    from l2e.export.final import export_final
+    from l2e.model.embedding_model import build_model
 
     cfg = from_dict({"model_path": tiny_qwen3(), "max_seq_length": 64, "sparse_enabled": True,
                      "colbert_enabled": True, "colbert_dim": 16, "pooling_mode": "mean"}, check_paths=False)
@@ -343,7 +343,7 @@ def test_heads_hybrid_and_bm25_rows_and_both_dense_paths_agree(tmp_path):
 
 def test_an_interrupted_evaluation_keeps_every_row_scored_before_it(tmp_path, monkeypatch):
     """The summary is rewritten after every row: a crash (or Ctrl-C) in the third search row keeps the first."""
-    import l2e.mteb_wrapper as wrapper
+    import l2e.retrieval.mteb_wrapper as wrapper
 
     real, calls = wrapper.run_search, []
 
@@ -407,8 +407,8 @@ def test_every_summary_row_points_to_its_per_query_file(tmp_path):
 def export_with_instruction(folder: Path) -> str:
     """An l2e final/ (also a sentence-transformers folder): bidirectional, mean pooling, instruction skipped."""
     from l2e.config import from_dict
-    from l2e.export import export_final
-    from l2e.model import build_model
+    from l2e.export.final import export_final
+    from l2e.model.embedding_model import build_model
 
     cfg = from_dict({"model_path": tiny_qwen3(), "max_seq_length": 64, "bi_attn_enabled": True,
                      "pooling_mode": "mean", "skip_instruction": True,

@@ -9,9 +9,9 @@ from transformers import AutoModel
 
 from helpers_models import tiny_llama, tiny_qwen3
 from l2e.config import from_dict
-from l2e.embedder import Embedder
-from l2e.export import export_final
-from l2e.model import build_model
+from l2e.export.final import export_final
+from l2e.model.embedding_model import build_model
+from l2e.retrieval.embedder import Embedder
 
 # Queries of every length: short, one between query_max_length and passage_max_length (16 and 48 tokens in
 # build()), and one longer than both: the export must cut each where l2e does.
@@ -123,8 +123,8 @@ def test_head_exports_load_in_their_peers_with_l2e_vectors(tmp_path):
     (built-in SpladePooling), colbert -> MultiVectorEncoder (built-in): the same vectors and scores as l2e."""
     from sentence_transformers import MultiVectorEncoder, SparseEncoder
 
-    from l2e.heads import maxsim
-    from l2e.search import _padded
+    from l2e.model.heads import maxsim
+    from l2e.retrieval.search import _padded
 
     path, _ = build(tmp_path, pooling_mode="mean", bi_attn_enabled=True, sparse_enabled=True, splade_enabled=True,
                     colbert_enabled=True, colbert_dim=16, query_instruction=INSTRUCTION)

@@ -6,10 +6,10 @@ import torch
 
 from helpers_models import tiny_qwen3
 from l2e.config import from_dict
-from l2e.grad_cache import grad_cache_step, split_rows
+from l2e.data.tokens import encode_texts, pad_batch
 from l2e.losses import build_loss
-from l2e.model import build_model
-from l2e.tokens import encode_texts, pad_batch
+from l2e.model.embedding_model import build_model
+from l2e.train.grad_cache import grad_cache_step, split_rows
 
 QUERIES = ["file archiver", "chess engine", "text editor", "web browser", "mail client", "pdf viewer"]
 DOCS = ["7-Zip packs and unpacks archives in many formats.", "GNU chess plays chess.", "Vim edits text.",

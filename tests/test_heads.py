@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from helpers_models import tiny_config
-from l2e.heads import bm25_idf, flops, lexical_weights, maxsim, sparse_scores, splade_pool
+from l2e.data.tokens import encode_texts, pad_batch
 from l2e.losses import build_loss
-from l2e.model import build_model
-from l2e.tokens import encode_texts, pad_batch
+from l2e.model.embedding_model import build_model
+from l2e.model.heads import bm25_idf, flops, lexical_weights, maxsim, sparse_scores, splade_pool
 
 
 def t(rows):
@@ -151,7 +151,7 @@ def test_head_weights_reload_and_stay_out_of_the_engines_weight_files(headed, tm
     import glob
     import os
 
-    from l2e.model import HEADS_FILE, load_embedding_model
+    from l2e.model.embedding_model import HEADS_FILE, load_embedding_model
 
     model, tok = headed
     model.eval().save(str(tmp_path), tok)
@@ -178,7 +178,7 @@ def test_document_frequency_counts_each_passage_once_per_token(tmp_path):
 
     from helpers_data import read_passages
     from helpers_train import make_training_data
-    from l2e.data import document_frequency, load_tokenized
+    from l2e.data.read import document_frequency, load_tokenized
 
     data = make_training_data(tmp_path, rows=8, negatives=1)
     passages = read_passages(data / "debian")

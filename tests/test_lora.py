@@ -3,8 +3,8 @@ import torch
 import torch.nn.functional as F
 
 from helpers_models import tiny_config
-from l2e.lora import DropoutLinear, compact_lora_dropout
-from l2e.model import build_model
+from l2e.model.embedding_model import build_model
+from l2e.model.lora import DropoutLinear, compact_lora_dropout
 
 
 def test_dropout_linear_gradients_equal_dropout_then_linear():
@@ -72,8 +72,8 @@ def test_adapter_keys_unchanged_by_compaction(tmp_path):
 
 import pytest  # noqa: E402
 
-from l2e.errors import ModelError  # noqa: E402
-from l2e.lora import coverage  # noqa: E402
+from l2e.core.errors import ModelError  # noqa: E402
+from l2e.model.lora import coverage  # noqa: E402
 
 DEEPSEEK_PROJECTIONS = ["down_proj", "gate_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj", "q_a_proj", "q_b_proj",
                         "up_proj"]
@@ -102,7 +102,7 @@ def test_deepseek_auto_targets_cover_mla_the_dense_mlp_shared_and_routed_experts
 
 
 def test_deepseek_adapter_round_trips_with_every_adapter(tmp_path):
-    from l2e.model import load_embedding_model
+    from l2e.model.embedding_model import load_embedding_model
 
     model, tok = build_model(tiny_config("deepseek_v3", lora_enabled=True, lora_dropout=0.0, pooling_mode="mean"))
     with torch.no_grad():

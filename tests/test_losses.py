@@ -8,12 +8,12 @@ from torch import nn
 
 from l2e.config import from_dict
 from helpers_losses import make_loss_fn
+from l2e.core.registry import lookup
 from l2e.losses import LOSSES, build_loss, make_batch
 from l2e.losses.infonce import infonce_rows
 from l2e.losses.kd import kd_rows
 from l2e.losses.matryoshka import matryoshka
 from l2e.losses.spread_out import spread_out, uniformity
-from l2e.registry import lookup
 
 E = math.e
 

@@ -78,7 +78,7 @@ def worker(rank, tmp):
         # DDP's reducer holds the process group and its last all-reduce's work (with tensors): left alive, the
         # group outlives destroy_process_group and dies during interpreter shutdown, where a gloo thread that
         # needs the GIL is force-unwound -> "terminate called without an active exception" (SIGABRT). Drop it,
-        # collect, and let every rank finish its traffic before the group goes (l2e.trainer does the same).
+        # collect, and let every rank finish its traffic before the group goes (l2e.train.trainer does the same).
         del ddp
         gc.collect()
         dist.barrier()

@@ -7,9 +7,9 @@ import torch
 import run
 from helpers_models import tiny_config, tiny_qwen3
 from helpers_train import make_training_data, read_log, train_rows, write_config
-from l2e.memory import (GB, MemoryBudgetError, apply_checkpointing, decoder_layers, measure_per_layer,
+from l2e.train.memory import (GB, MemoryBudgetError, apply_checkpointing, decoder_layers, measure_per_layer,
                         plan_checkpointing, saved_bytes)
-from l2e.model import build_model
+from l2e.model.embedding_model import build_model
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_mmap_threshold_returns_freed_activations_to_the_os():
 
     code = """
 import sys, torch
-from l2e.memory import current_rss_bytes, set_mmap_threshold
+from l2e.train.memory import current_rss_bytes, set_mmap_threshold
 if sys.argv[1] == "1":
     assert set_mmap_threshold(1)
 warm = torch.ones(16 * 1024 * 1024 // 4); del warm  # glibc now raises its own threshold to 16 MiB

@@ -1,4 +1,4 @@
-"""Hard-negative mining: known answers on hand-made unit vectors, then ``python -m l2e.mine`` end to end on a
+"""Hard-negative mining: known answers on hand-made unit vectors, then ``mine.py``'s main end to end on a
 tiny random Qwen3 with its output fed to tokenize_data.py."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from helpers_data import DEBIAN, TOKENIZER, debian_rows, tokenize_data, write_jsonl
 from helpers_models import tiny_qwen3
 
-from l2e.mine import build_pool, mine_negatives, read_corpus, search_topk, write_parquet
+from l2e.retrieval.mine import build_pool, mine_negatives, read_corpus, search_topk, write_parquet
 from mine import main
 
 Q = np.array([[1.0, 0.0]], dtype=np.float32)  # one query; a passage's score is its first coordinate
@@ -183,7 +183,7 @@ def read_jsonl(path):
 
 
 def test_cli_writes_rows_with_negatives_and_scores_of_those_texts(mined):
-    from l2e.embedder import Embedder
+    from l2e.retrieval.embedder import Embedder
 
     root, rows = mined
     out = read_jsonl(root / "out" / "mined.jsonl")
@@ -316,8 +316,8 @@ def test_bm25_scorer_mines_without_a_model_in_bm25_rank_order(tmp_path):
 
 def test_head_and_hybrid_scorers_mine_with_a_headed_checkpoint(tmp_path):
     from helpers_models import tiny_config
-    from l2e.export import export_final
-    from l2e.model import build_model
+    from l2e.export.final import export_final
+    from l2e.model.embedding_model import build_model
 
     model, tok = build_model(tiny_config("qwen3", sparse_enabled=True, max_seq_length=64))
     final = export_final(model, tok, str(tmp_path / "final"))
@@ -335,7 +335,7 @@ def test_head_and_hybrid_scorers_mine_with_a_headed_checkpoint(tmp_path):
 
 
 def test_rerank_orders_by_the_teacher_and_scores_each_distinct_pair_once():
-    from l2e.mine import MineError, rerank_candidates
+    from l2e.retrieval.mine import MineError, rerank_candidates
 
     texts = ["p0", "p1", "p2", "p3", "p4"]
     teacher = {"p0": 0.9, "p1": 0.2, "p2": 0.5, "p3": 0.5, "p4": 0.7}

@@ -5,15 +5,15 @@ import os
 import pytest
 import torch
 
-import l2e.model as model_module
+import l2e.model.embedding_model as model_module
 from helpers_models import TINY_MODELS, tiny_config
-from l2e.errors import ModelError
-from l2e.model import (
+from l2e.core.errors import ModelError
+from l2e.model.embedding_model import (
     SETTINGS_FILE, EmbeddingModel, ModelNotAvailableError, build_model, ensure_pad_token, load_embedding_model,
     merge_and_save, resolve_dtype, split_gguf,
 )
-from l2e.settings import ModelSettings, SettingsError
-from l2e.tokens import encode_texts, pad_batch
+from l2e.data.tokens import encode_texts, pad_batch
+from l2e.model.settings import ModelSettings, SettingsError
 
 ARCHS = ["qwen3", "deepseek_v3", "llama"]
 TEXTS = ["a short text", "a somewhat longer text about rotary position embeddings"]

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from l2e.optim import build_optimizer, build_scheduler, lr_at
+from l2e.train.optim import build_optimizer, build_scheduler, lr_at
 
 
 def test_warmup_then_cosine_to_floor():

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 from l2e.config import POOLING_MODES
-from l2e.pooling import POOLING, get_pooling, last_token_index
+from l2e.model.pooling import POOLING, get_pooling, last_token_index
 
 NAN = math.nan
 # Row 0 is right-padded, row 1 left-padded; padded positions hold NaN (what fully masked attention rows can
@@ -23,7 +23,7 @@ def pool(name, pool_mask=None):
 
 
 def test_registry_matches_config_choices():
-    from l2e.attention_pooling import POOLERS
+    from l2e.model.attention_pooling import POOLERS
 
     assert sorted([*POOLING, *POOLERS]) == sorted(POOLING_MODES)
 

@@ -7,7 +7,7 @@ import torch
 import run
 from helpers_models import tiny_qwen3
 from helpers_train import make_training_data, read_log, write_config
-from l2e.precision import Precision, cpu_bf16_flags, resolve_precision
+from l2e.model.precision import Precision, cpu_bf16_flags, resolve_precision
 
 CPU = torch.device("cpu")
 

@@ -8,9 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from l2e.bidirectional import set_bidirectional
-from l2e.embedder import Embedder
-from l2e.model import EmbeddingModel, load_embedding_model
+from l2e.model.bidirectional import set_bidirectional
+from l2e.model.embedding_model import EmbeddingModel, load_embedding_model
+from l2e.retrieval.embedder import Embedder
 
 pytestmark = pytest.mark.slow
 

@@ -21,8 +21,8 @@ import tokenize_data
 from helpers_data import TOKENIZER, make_inputs, tokenize_args
 from helpers_models import tiny_qwen3
 from helpers_train import BEIR_TINY, ROOT, make_training_data, read_log, run_cli, write_config
-from l2e import atomic
 from l2e.config import from_dict
+from l2e.core import atomic
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_a_kill_during_a_folder_swap_leaves_old_or_new(tmp_path, fault, exchange
     dest = tmp_path / "final"
     dest.mkdir()
     (dest / "v").write_text("old")
-    code = (f"import l2e.atomic as a\n"
+    code = (f"import l2e.core.atomic as a\n"
             f"{'' if exchange else 'a._exchange = lambda x, y: False'}\n"
             f"tmp = a.begin_dir({str(dest)!r})\nopen(tmp + '/v', 'w').write('new')\na.replace_dir(tmp, {str(dest)!r})\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "L2E_FAULT": f"atomic:{fault}"})
@@ -96,8 +96,8 @@ def test_a_kill_during_a_folder_swap_leaves_old_or_new(tmp_path, fault, exchange
 
 
 def test_export_keeps_the_old_final_until_the_new_one_is_complete(tmp_path):
-    from l2e.export import export_final
-    from l2e.model import build_model
+    from l2e.export.final import export_final
+    from l2e.model.embedding_model import build_model
 
     model, tok = build_model(from_dict({"model_path": tiny_qwen3(), "max_seq_length": 64}, check_paths=False))
     final = tmp_path / "final"
@@ -120,7 +120,7 @@ def test_non_finite_weights_are_never_saved(tmp_path, data, capsys, monkeypatch)
     """A step that leaves NaN weights (here forced after the optimizer step) stops before the checkpoint."""
     import torch
 
-    from l2e.trainer import Trainer
+    from l2e.train.trainer import Trainer
 
     original = Trainer._check_finite_weights
 
@@ -195,7 +195,7 @@ def test_run_faults_are_one_line(tmp_path, data, capsys, fields, message):
 
 
 def test_full_or_read_only_disk_is_one_line(tmp_path, data, capsys, monkeypatch):
-    from l2e import checkpoint
+    from l2e.train import checkpoint
 
     def full(self, run_dir):
         raise OSError(errno.ENOSPC, "No space left on device", str(run_dir))
@@ -242,8 +242,8 @@ def test_non_utf8_input_names_file_and_line(tmp_path, capsys):
     (lambda f: (f / "l2e_model.json").write_text('{"pooling_mode": '), "l2e_model.json: not valid JSON"),
 ])
 def test_damaged_checkpoint_is_one_line_in_the_evaluator(tmp_path, capsys, harm, message):
-    from l2e.export import export_final
-    from l2e.model import build_model
+    from l2e.export.final import export_final
+    from l2e.model.embedding_model import build_model
 
     model, tok = build_model(from_dict({"model_path": tiny_qwen3(), "max_seq_length": 64}, check_paths=False))
     final = tmp_path / "final"
@@ -254,7 +254,7 @@ def test_damaged_checkpoint_is_one_line_in_the_evaluator(tmp_path, capsys, harm,
 
 
 def test_partial_last_log_line_is_dropped_on_resume(tmp_path):
-    from l2e.trainer import _truncate_log
+    from l2e.train.trainer import _truncate_log
 
     log = tmp_path / "training_log.jsonl"
     log.write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.9}\n{"step": 3, "lo')
@@ -277,7 +277,7 @@ def test_ctrl_c_exits_130_and_keeps_the_newest_checkpoint(tmp_path, data):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: interrupted (Ctrl-C)")
-    from l2e.checkpoint import latest_checkpoint
+    from l2e.train.checkpoint import latest_checkpoint
 
     assert latest_checkpoint(str(run_dir)) is not None  # complete, resumable
     res = run_cli(["run.py", "--config", str(cfg), "--resume", "--set", "train_steps=6"], check=False)

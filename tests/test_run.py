@@ -130,7 +130,7 @@ def test_grad_cache_under_deepspeed_is_refused():
     from accelerate.utils import DistributedType
 
     from l2e.config import Config
-    from l2e.trainer import TrainingError, check_runtime
+    from l2e.train.trainer import TrainingError, check_runtime
 
     check_runtime(Config(grad_cache=True), DistributedType.MULTI_CPU)
     check_runtime(Config(grad_cache=False), DistributedType.DEEPSPEED)
@@ -154,7 +154,7 @@ def test_inline_instructions_end_to_end(tmp_path, capsys):
     from sentence_transformers import SentenceTransformer
 
     from helpers_train import DEBIAN, TOKENIZER, tokenize_data, write_pairs
-    from l2e.embedder import Embedder
+    from l2e.retrieval.embedder import Embedder
 
     inline = "Instruct: Given a package summary, retrieve its description\nQuery:"
     raw = tmp_path / "raw"

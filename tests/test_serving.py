@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from helpers_models import tiny_config
-from l2e.embedder import Embedder
-from l2e.export import export_final
-from l2e.model import build_model
-from l2e.onnx_export import OnnxError, export_onnx, quantize_int8
+from l2e.export.final import export_final
+from l2e.export.onnx_export import OnnxError, export_onnx, quantize_int8
+from l2e.model.embedding_model import build_model
+from l2e.retrieval.embedder import Embedder
 
 INSTRUCTION = "Instruct: Given a package summary, retrieve its description\nQuery:"
 QUERIES = ["7-Zip file archiver", "GNU chess engine with a much longer query than the first"]
@@ -61,7 +61,7 @@ def test_onnx_runtime_gives_l2e_vectors(tmp_path, fields):
     np.testing.assert_allclose(onnx.encode_corpus(DOCS, batch_size=1), ours.encode_corpus(DOCS), atol=1e-4)
     # The graph's own sentence_embedding (what an engine reads) equals l2e's document vectors.
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    from l2e.tokens import encode_texts, pad_batch
+    from l2e.data.tokens import encode_texts, pad_batch
 
     ids, _ = encode_texts(ours.tokenizer, DOCS, 64)
     batch = pad_batch(ids, ours.tokenizer.pad_token_id)
@@ -86,7 +86,7 @@ def test_onnx_keeps_bidirectional_attention_and_int8_stays_close(tmp_path):
 
 
 def test_onnx_errors_are_one_line(tmp_path, capsys):
-    from l2e.onnx_export import main
+    from l2e.export.onnx_export import main
 
     final = export(tmp_path, pooling_mode="mean")
     with pytest.raises(OnnxError, match="not found; export it first"):

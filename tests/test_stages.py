@@ -10,9 +10,9 @@ import run
 import tokenize_data
 from helpers_models import tiny_config, tiny_qwen3
 from helpers_train import DEBIAN, TOKENIZER, make_training_data, read_log, write_config
-from l2e.batching import MntpMasking
+from l2e.data.batching import MntpMasking
 from l2e.losses.mntp import mntp_loss
-from l2e.merge import MergeError, merge_checkpoints, merge_states, slerp
+from l2e.train.merge import MergeError, merge_checkpoints, merge_states, slerp
 
 
 # --- MNTP -----------------------------------------------------------------------------------------------------
@@ -81,7 +81,7 @@ def test_ties_keeps_the_agreeing_signs_of_the_largest_updates():
 
 @pytest.fixture(scope="module")
 def two_checkpoints(tmp_path_factory):
-    from l2e.model import build_model
+    from l2e.model.embedding_model import build_model
 
     root = tmp_path_factory.mktemp("merge")
     paths = []
@@ -101,9 +101,9 @@ def two_checkpoints(tmp_path_factory):
 def test_merging_adapters_averages_their_full_weights_and_exports(two_checkpoints, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from l2e.embedder import Embedder
-    from l2e.export import export_final
-    from l2e.merge import load_full
+    from l2e.export.final import export_final
+    from l2e.retrieval.embedder import Embedder
+    from l2e.train.merge import load_full
 
     merged, tok = merge_checkpoints(two_checkpoints, "average")
     a, b = load_full(two_checkpoints[0])[0], load_full(two_checkpoints[1])[0]

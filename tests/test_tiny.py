@@ -2,7 +2,7 @@
 import pytest
 from transformers import AutoConfig
 
-from l2e import tiny
+from l2e.model import tiny
 
 
 def test_cli_writes_loadable_model(tmp_path, capsys):

@@ -30,8 +30,8 @@ from helpers_data import (
 )
 from transformers import AutoTokenizer
 
-from l2e.data import DataError, iter_raw_rows
-from l2e.prepare import percentiles
+from l2e.data.prepare import percentiles
+from l2e.data.read import DataError, iter_raw_rows
 
 QUERY_LEN, PASSAGE_LEN = 32, 64
 

@@ -3,7 +3,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from helpers_models import TOKENIZER_DIR
-from l2e.tokens import encode_inline, encode_texts, split_inline_instruction, tokenizer_fingerprint
+from l2e.data.tokens import encode_inline, encode_texts, split_inline_instruction, tokenizer_fingerprint
 
 
 @pytest.fixture(scope="module")

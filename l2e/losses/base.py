@@ -21,9 +21,9 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from l2e.distributed import all_gather_rows, gather_sizes, rank_and_world
-from l2e.errors import L2EError
-from l2e.registry import make_register
+from l2e.core.errors import L2EError
+from l2e.core.registry import make_register
+from l2e.losses.distributed import all_gather_rows, gather_sizes, rank_and_world
 
 class LossError(L2EError, ValueError):
     """Loss inputs or settings that cannot work (shapes, missing keys or teacher scores, MRL dims)."""
@@ -64,7 +64,7 @@ class ContrastiveBatch:
     use_in_batch: bool
     pos_scores: Optional[torch.Tensor] = None  # (B,) teacher score of each positive
     neg_scores: Optional[torch.Tensor] = None  # (B, K) teacher scores of the hard negatives
-    heads: Optional[tuple] = None  # (queries, positives, flat negatives): each a dict of l2e.heads reps (local)
+    heads: Optional[tuple] = None  # (queries, positives, flat negatives): each a dict of l2e.model.heads reps (local)
 
     @property
     def dim(self) -> int:

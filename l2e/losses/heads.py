@@ -2,7 +2,7 @@
 
 Every head is trained like the dense vector -- InfoNCE over the query's positive, its own hard negatives and
 (with in-batch negatives) every other positive and hard negative of the batch, false negatives masked by
-passage key -- with its own score function (``l2e.heads.head_scores``) and temperature. The candidates are
+passage key -- with its own score function (``l2e.model.heads.head_scores``) and temperature. The candidates are
 this process's (the trainer refuses heads with cross-device negatives).
 
 Self-distillation (bge-m3, Chen et al. 2024, arXiv 2402.03216, section 3.3): the fused score
@@ -16,9 +16,9 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from l2e.heads import flops, head_scores
 from l2e.losses.base import ContrastiveBatch, Term, register
 from l2e.losses.infonce import _same_key
+from l2e.model.heads import flops, head_scores
 
 
 def _cat_docs(p: Dict[str, torch.Tensor], n: Dict[str, torch.Tensor], name: str) -> Dict[str, torch.Tensor]:

@@ -1,7 +1,7 @@
 """Masked next-token prediction (MNTP, LLM2Vec): predict each masked token from the state one position before it.
 
 LLM2Vec (BehnamGhader et al. 2024, arXiv 2404.05961) adapts a decoder to bidirectional attention by masking
-tokens (``l2e.batching.MntpMasking``) and training the model to recover token i from the output at position
+tokens (``l2e.data.batching.MntpMasking``) and training the model to recover token i from the output at position
 i - 1 -- the shift its causal-LM loss already has (``logits[..., :-1]`` against ``labels[..., 1:]``), so the
 pre-trained LM head keeps its job. The LM head is the input embedding matrix (tied in SmolLM2 and Qwen3).
 Only the chosen positions are projected to the vocabulary: (n_masked, vocab), not (tokens, vocab).

@@ -1,0 +1,232 @@
+"""The final model folder: loadable by ``transformers.AutoModel``, ``SentenceTransformer(path)`` and l2e.
+
+sentence-transformers layout (modules.json → Transformer, Pooling, Normalize) with the query instruction
+as the ``query`` prompt. What inference must reproduce comes from the model's own
+:class:`~l2e.model.settings.ModelSettings` (never from the training config again). Two details make
+sentence-transformers give the same vectors as l2e's Embedder:
+- decoder tokenizers get a post-processor that appends EOS (as Qwen3-Embedding's tokenizer does), since
+  sentence-transformers calls the tokenizer with its special tokens and l2e pools the EOS token;
+- skip-instruction maps to the Pooling module's ``include_prompt: false``; both sides count the instruction
+  as the instruction tokenized alone (``l2e.data.tokens.encode_texts``), and weighted_mean keeps absolute
+  positions on both sides (``l2e.model.pooling.weighted_mean_pool``).
+LoRA runs write the merged plain model to ``final/`` and the adapter to ``final_adapter/``; with
+``lora_merge_on_export: false`` the adapter itself is ``final/`` (l2e and peft load it; sentence-transformers
+needs the merged model).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import torch
+
+from l2e.core.atomic import atomic_dir
+from l2e.data.tokens import is_decoder_tokenizer
+from l2e.model.settings import ModelSettings
+
+_ST_POOLING = {"eos": "pooling_mode_lasttoken", "last": "pooling_mode_lasttoken", "mean": "pooling_mode_mean_tokens",
+               "weighted_mean": "pooling_mode_weightedmean_tokens", "cls": "pooling_mode_cls_token"}
+TRAINING_CONFIG_FILE = "training_config.json"
+
+
+def export_final(model, tokenizer, folder: str, *, merge_lora: bool = True, training_config=None,
+                 run: Optional[dict] = None) -> str:
+    """Write ``folder`` atomically (old or new ``folder`` exists at every instant); returns ``folder``.
+
+    ``training_config`` (an ``l2e.config.Config``) is copied in as ``training_config.json`` for the record;
+    with ``run`` (steps, samples, validation history) they make the model card ``README.md``.
+    """
+    from l2e.model.embedding_model import merge_and_save
+
+    if model.is_adapter:
+        adapter_dir = os.path.join(os.path.dirname(folder), "final_adapter") if merge_lora else folder
+        with atomic_dir(adapter_dir) as tmp:
+            model.save(tmp, tokenizer)
+            _write_config(tmp, training_config, model, run, adapter_dir)
+        if not merge_lora:
+            return folder
+        with atomic_dir(folder) as tmp:
+            merge_and_save(model, tmp, tokenizer)
+            write_sentence_transformers_files(tmp, tokenizer, model.current_settings(), model.hidden_size, model.pooler)
+            write_engine_files(tmp, model.current_settings())
+            write_head_exports(tmp, model)
+            _write_config(tmp, training_config, model, run, folder)
+        return folder
+    with atomic_dir(folder) as tmp:
+        model.save(tmp, tokenizer)
+        write_sentence_transformers_files(tmp, tokenizer, model.current_settings(), model.hidden_size, model.pooler)
+        write_engine_files(tmp, model.current_settings())
+        write_head_exports(tmp, model)
+        _write_config(tmp, training_config, model, run, folder)
+    return folder
+
+
+HEAD_FOLDERS = {"sparse": "sparse_encoder", "splade": "splade_encoder", "colbert": "multi_vector_encoder"}
+
+
+def write_head_exports(folder: str, model) -> dict:
+    """Each representation head in its peer's layout, in a sub-folder of the exported ``folder``:
+
+    - ``sparse_encoder/``: sentence-transformers ``SparseEncoder`` with l2e's ``LexicalWeights`` module
+      (load with ``trust_remote_code=True``, l2e installed);
+    - ``splade_encoder/``: ``SparseEncoder`` = causal-LM ``Transformer`` (LM head tied to the input embeddings,
+      as l2e's SPLADE head reads it) + ``SpladePooling(max, relu)``; all built-in;
+    - ``multi_vector_encoder/``: ``MultiVectorEncoder`` = ``Transformer`` + ``Dense`` (the ColBERT projection) +
+      ``MultiVectorMask`` + ``Normalize``, similarity ``meanmaxsim``; all built-in.
+    Each holds its own copy of the backbone (sentence-transformers loads a module from its folder).
+    Returns ``{head: sub-folder}``.
+    """
+    settings = model.current_settings()
+    builders = {"sparse": _lexical_encoder, "splade": _splade_encoder, "colbert": _multi_vector_encoder}
+    out = {}
+    for head in settings.heads:
+        target = os.path.join(folder, HEAD_FOLDERS[head])
+        builders[head](folder, model, settings).save(target)
+        out[head] = target
+    return out
+
+
+def _text_transformer(folder: str, settings: ModelSettings, **kwargs):
+    from sentence_transformers.base.modules.transformer import Transformer
+
+    # A pinned text modality: SmolLM2's tokenizer has a chat template, and sentence-transformers would otherwise
+    # render plain strings through it.
+    modality = {"text": {"method": "forward", "method_output_name": kwargs.pop("output", "last_hidden_state")}}
+    return Transformer(folder, max_seq_length=settings.inference_max_length, modality_config=modality,
+                       module_output_name="token_embeddings", **kwargs)
+
+
+def _prompts(settings: ModelSettings) -> dict:
+    return {"query": settings.query_instruction, "document": ""}
+
+
+def _lexical_encoder(folder: str, model, settings: ModelSettings):
+    from sentence_transformers import SparseEncoder
+
+    from l2e.export.st_modules import LexicalWeights
+
+    head = model.heads["sparse"]
+    module = LexicalWeights(model.hidden_size, head.vocab_size, settings.special_token_ids, idf=settings.sparse_idf)
+    module.linear.load_state_dict(head.linear.state_dict())
+    if settings.sparse_idf:
+        module.token_idf.copy_(head.idf)
+    return SparseEncoder(modules=[_text_transformer(folder, settings), module], prompts=_prompts(settings),
+                         similarity_fn_name="dot", device="cpu")
+
+
+def _splade_encoder(folder: str, model, settings: ModelSettings):
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.sparse_encoder.modules import SpladePooling
+
+    transformer = _text_transformer(folder, settings, output="logits", transformer_task="text-generation",
+                                    processing_kwargs={"text": {"logits_to_keep": 0}},
+                                    config_kwargs={"tie_word_embeddings": True})
+    pooling = SpladePooling("max", activation_function="relu", embedding_dimension=model.backbone.config.vocab_size)
+    return SparseEncoder(modules=[transformer, pooling], prompts=_prompts(settings), similarity_fn_name="dot",
+                         device="cpu")
+
+
+def _multi_vector_encoder(folder: str, model, settings: ModelSettings):
+    from sentence_transformers import MultiVectorEncoder
+    from sentence_transformers.base.modules.dense import Dense
+    from sentence_transformers.base.modules.normalize import Normalize
+    from sentence_transformers.multi_vector_encoder.modules.multi_vector_mask import MultiVectorMask
+
+    linear = model.heads["colbert"].linear
+    dense = Dense(linear.in_features, linear.out_features, bias=False, activation_function=torch.nn.Identity(),
+                  module_input_name="token_embeddings", module_output_name="token_embeddings")
+    dense.linear.load_state_dict(linear.state_dict())
+    modules = [_text_transformer(folder, settings), dense, MultiVectorMask(skiplist_words=[]),
+               Normalize(module_input_name="token_embeddings", module_output_name="token_embeddings")]
+    return MultiVectorEncoder(modules=modules, prompts=_prompts(settings), similarity_fn_name="meanmaxsim",
+                              device="cpu")
+
+
+def write_engine_files(folder: str, settings: ModelSettings) -> None:
+    """What serving engines read besides transformers' ``is_causal``, and what would mislead them.
+
+    - text-embeddings-inference switches Llama, Mistral and Qwen3 to bidirectional attention with
+      ``use_bidirectional_attention: true`` (it never reads ``is_causal``; Qwen2 is the exception); vLLM's
+      pooling runner and transformers read ``is_causal: false``. A bidirectional export carries both.
+    - ``chat_template.jinja`` (SmolLM2's tokenizer has one) is removed: vLLM's ``/v2/embed`` would wrap the
+      query prompt in the chat template, and an embedding model is never chatted with.
+    """
+    path = os.path.join(folder, "config.json")
+    with open(path) as f:
+        config = json.load(f)
+    if settings.bi_attn_enabled:
+        config["is_causal"] = False
+        config["use_bidirectional_attention"] = True
+    dump_json(path, config)
+    template = os.path.join(folder, "chat_template.jinja")
+    if os.path.isfile(template):
+        os.remove(template)
+
+
+def _write_config(folder: str, training_config, model, run: Optional[dict], dest: str) -> None:
+    from l2e.export.model_card import write_model_card
+
+    if training_config is not None:
+        training_config.save(os.path.join(folder, TRAINING_CONFIG_FILE))
+    write_model_card(folder, model.current_settings(), model.hidden_size, training_config, run, dest=dest)
+
+
+def write_sentence_transformers_files(folder: str, tokenizer, settings: ModelSettings, hidden_size: int,
+                                      pooler=None) -> None:
+    """``pooler``: the model's trainable pooling module (attention / latent_attention), saved as l2e's
+    ``TrainablePooling`` sentence-transformers module instead of the built-in ``Pooling``."""
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+               {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+    if pooler is not None:
+        from l2e.export.st_modules import TrainablePooling
+
+        modules[1] = {"idx": 1, "name": "1", "path": "1_TrainablePooling",
+                      "type": "l2e.export.st_modules.TrainablePooling"}
+        module = TrainablePooling(settings.pooling_mode, hidden_size, settings.latent_num, settings.latent_heads,
+                                  settings.latent_head_dim, settings.latent_mlp_mult, not settings.skip_instruction)
+        module.pooler.load_state_dict(pooler.state_dict())
+        os.makedirs(os.path.join(folder, "1_TrainablePooling"), exist_ok=True)
+        module.save(os.path.join(folder, "1_TrainablePooling"))
+    else:
+        pooling = {name: False for name in ["pooling_mode_cls_token", "pooling_mode_mean_tokens",
+                                            "pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens",
+                                            "pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken"]}
+        pooling[_ST_POOLING[settings.pooling_mode]] = True
+        pooling["word_embedding_dimension"] = hidden_size
+        pooling["include_prompt"] = not settings.skip_instruction
+        dump_json(os.path.join(folder, "1_Pooling", "config.json"), pooling)
+    st_config = {"prompts": {"query": settings.query_instruction, "document": ""}, "default_prompt_name": None,
+                 "similarity_fn_name": "cosine", "model_type": "SentenceTransformer"}
+    dump_json(os.path.join(folder, "modules.json"), modules)
+    os.makedirs(os.path.join(folder, "2_Normalize"), exist_ok=True)
+    dump_json(os.path.join(folder, "config_sentence_transformers.json"), st_config)
+    dump_json(os.path.join(folder, "sentence_bert_config.json"),
+              {"max_seq_length": settings.inference_max_length, "do_lower_case": False})
+    if is_decoder_tokenizer(tokenizer):
+        append_eos_post_processor(folder, tokenizer)
+
+
+def append_eos_post_processor(folder: str, tokenizer) -> None:
+    """Make the saved fast tokenizer append EOS itself (truncation then keeps room for it)."""
+    path = os.path.join(folder, "tokenizer.json")
+    with open(path) as f:
+        spec = json.load(f)
+    eos, eos_id = tokenizer.eos_token, tokenizer.eos_token_id
+    spec["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [{"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": eos, "type_id": 0}}],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": eos, "type_id": 0}},
+                 {"Sequence": {"id": "B", "type_id": 0}}, {"SpecialToken": {"id": eos, "type_id": 0}}],
+        "special_tokens": {eos: {"id": eos, "ids": [eos_id], "tokens": [eos]}},
+    }
+    with open(path, "w") as f:
+        json.dump(spec, f, ensure_ascii=False)
+
+
+def dump_json(path: str, obj, indent: Optional[int] = 2) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=indent)
+        f.write("\n")

@@ -1,0 +1,234 @@
+"""Inference: texts -> L2-normalised float32 embeddings, exactly as the model saw texts in training.
+
+Tokenization is ``l2e.data.tokens.encode_texts`` (the same function ``tokenize_data.py`` uses) and batches are
+``pad_batch`` with its ``pool_mask``, so instructions, EOS handling and skip-instruction pooling agree with
+training. Texts are sorted by length before batching (less padding), results come back in input order.
+
+    emb = Embedder.from_checkpoint("output/l2e/final")          # a training checkpoint (full or adapter)
+    emb = Embedder.from_pretrained("path/to/all-MiniLM-L6-v2")    # any HF / sentence-transformers / GGUF model
+    q = emb.encode_queries(["what is rope?"]); d = emb.encode_corpus(["RoPE rotates ..."])
+    scores = q @ d.T                                               # cosine similarities
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from l2e.core.errors import L2EError
+from l2e.data.tokens import encode_inline, encode_texts, is_decoder_tokenizer, pad_batch
+from l2e.model.bidirectional import set_bidirectional
+from l2e.model.embedding_model import EmbeddingModel, load_backbone, load_embedding_model, load_tokenizer
+from l2e.model.precision import autocast, resolve_precision
+from l2e.model.settings import ModelSettings, source_settings, split_gguf
+
+
+class Embedder:
+    """Encode texts with an ``EmbeddingModel`` as its :class:`~l2e.model.settings.ModelSettings` say.
+
+    ``query_instruction`` defaults to the model's settings (``None``); ``max_length`` (passages) and
+    ``query_max_length`` to its one inference cap (``ModelSettings.inference_max_length``, what the exports
+    apply); a value given here changes them for this embedder only. ``device=None``: CUDA when available
+    for a model on CPU, else wherever the model already is.
+    """
+
+    def __init__(self, model: EmbeddingModel, tokenizer, query_instruction: Optional[str] = None,
+                 max_length: Optional[int] = None, device=None, query_max_length: Optional[int] = None,
+                 precision: str = "fp32"):
+        first = next(model.parameters(), None)  # an ONNX model has no torch parameters: CPU, its own dtype
+        here = first.device if first is not None else torch.device("cpu")
+        if device is None:  # keep a model that already sits on an accelerator (e.g. mid-training validation)
+            device = "cuda" if here.type == "cpu" and torch.cuda.is_available() else here
+        self.device = torch.device(device)
+        self.model = model if here == self.device else model.to(self.device)
+        self.tokenizer = tokenizer
+        s = model.settings
+        self.query_instruction = s.query_instruction if query_instruction is None else query_instruction
+        self.max_length = max_length or s.inference_max_length
+        self.query_max_length = query_max_length or max_length or s.inference_max_length
+        # bf16 autocast for the forward pass (weights stay as loaded).
+        self.precision = resolve_precision(precision if first is not None else "fp32", self.device)
+
+    @property
+    def dim(self) -> int:
+        return self.model.hidden_size
+
+    def encode(self, texts: Sequence[str], instruction: Optional[str] = None, batch_size: int = 32,
+               max_length: Optional[int] = None, dim: Optional[int] = None, show_progress: bool = False,
+               separator: Optional[str] = None) -> np.ndarray:
+        """(len(texts), dim or hidden) float32, unit L2 norm. ``dim`` keeps a Matryoshka prefix, renormalised.
+
+        ``separator`` (without ``instruction``): each text carries its instruction inline, up to and including
+        the first ``separator``; those tokens are left out of skip-instruction pooling.
+        """
+        if dim is not None and not 0 < dim <= self.dim:
+            raise ValueError(f"dim={dim} must be between 1 and the model's hidden size {self.dim}")
+        texts = list(texts)
+        out = np.zeros((len(texts), dim or self.dim), dtype=np.float32)
+        for rows, batch in self._batches(texts, instruction, batch_size, max_length, separator, show_progress):
+            with torch.inference_mode(), autocast(self.precision, self.device):
+                emb = self.model(batch["input_ids"], batch["attention_mask"], batch["pool_mask"])  # (batch, hidden)
+            emb = emb[:, :dim] if dim else emb
+            out[rows] = torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy()
+        return out
+
+    def encode_reps(self, texts: Sequence[str], names: Sequence[str] = ("dense",), instruction: Optional[str] = None,
+                    batch_size: int = 32, max_length: Optional[int] = None, show_progress: bool = False,
+                    separator: Optional[str] = None) -> Dict[str, object]:
+        """Every representation ``names`` asks for, from one pass: ``dense`` (n, hidden) unit vectors;
+        ``sparse`` / ``splade`` a ``scipy.sparse.csr_matrix`` (n, vocab); ``colbert`` a list of (tokens, dim)
+        unit-vector arrays (real tokens only)."""
+        import scipy.sparse
+
+        texts = list(texts)
+        unknown = [n for n in names if n != "dense" and n not in self.model.heads]
+        if unknown:
+            raise L2EError(f"this model has no {', '.join(unknown)} head (it has: "
+                           f"{', '.join(['dense', *self.model.heads]) })")
+        parts: Dict[str, list] = {n: [] for n in names}
+        order: List[int] = []
+        for rows, batch in self._batches(texts, instruction, batch_size, max_length, separator, show_progress):
+            with torch.inference_mode(), autocast(self.precision, self.device):
+                reps = self.model.encode_all(batch["input_ids"], batch["attention_mask"], batch["pool_mask"])
+            order += rows
+            for name in names:
+                if name == "dense":
+                    parts[name].append(torch.nn.functional.normalize(reps["dense"].float(), dim=-1).cpu().numpy())
+                elif name == "colbert":
+                    mask = reps["colbert_mask"].cpu()
+                    parts[name] += [v[m].cpu().numpy() for v, m in zip(reps["colbert"], mask)]
+                else:
+                    parts[name].append(scipy.sparse.csr_matrix(reps[name].float().cpu().numpy()))
+        inverse = np.argsort(np.asarray(order, dtype=np.int64)) if order else np.zeros(0, dtype=np.int64)
+        out: Dict[str, object] = {}
+        for name, chunks in parts.items():
+            if name == "dense":
+                out[name] = np.concatenate(chunks)[inverse] if chunks else np.zeros((0, self.dim), np.float32)
+            elif name == "colbert":
+                out[name] = [chunks[i] for i in inverse]
+            else:
+                out[name] = scipy.sparse.vstack(chunks).tocsr()[inverse] if chunks else scipy.sparse.csr_matrix(
+                    (0, self.model.backbone.config.vocab_size), dtype=np.float32)
+        return out
+
+    def _batches(self, texts, instruction, batch_size, max_length, separator, show_progress):
+        """``(row indices, device tensors)`` per batch, longest texts first (less padding), in eval mode."""
+        if separator and not instruction:
+            ids, inst_lens = encode_inline(self.tokenizer, texts, max_length or self.max_length, separator)
+        else:
+            ids, inst_lens = encode_texts(self.tokenizer, texts, max_length or self.max_length, instruction or None)
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # longest first: an OOM shows up at once
+        starts = range(0, len(order), batch_size)
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="encode", unit="batch")
+        was_training = self.model.training  # validation during training must not leave dropout off
+        self.model.eval()
+        try:
+            for start in starts:
+                rows = order[start : start + batch_size]
+                batch = pad_batch([ids[i] for i in rows], self.tokenizer.pad_token_id, [inst_lens[i] for i in rows])
+                yield rows, {k: v.to(self.device) for k, v in batch.items()}
+        finally:
+            self.model.train(was_training)
+
+    def encode_queries(self, texts: Sequence[str], **kwargs) -> np.ndarray:
+        """Queries carry the stored instruction (``query_instruction``) and their own max length. With no
+        instruction and ``skip_instruction``, a query's own inline instruction (up to the model's
+        ``instruction_separator``) is left out of pooling."""
+        kwargs.setdefault("instruction", self.query_instruction or None)
+        kwargs.setdefault("max_length", self.query_max_length)
+        s = self.model.settings
+        if not kwargs["instruction"] and s.skip_instruction and s.instruction_separator:
+            # Queries that carry their instruction inline (F2LLM's data): the separator marks where pooling
+            # starts, as tokenize_data.py recorded it for training.
+            kwargs.setdefault("separator", s.instruction_separator)
+        return self.encode(texts, **kwargs)
+
+    def encode_corpus(self, texts: Sequence[str], **kwargs) -> np.ndarray:
+        """Documents carry no instruction (the asymmetric recipe of E5 / Qwen3-Embedding / F2LLM)."""
+        kwargs.setdefault("instruction", None)
+        return self.encode(texts, **kwargs)
+
+    # --- constructors ----------------------------------------------------------------------------------
+
+    @classmethod
+    def from_checkpoint(cls, path: str, device=None, torch_dtype: str = "auto", attn_implementation: str = "sdpa",
+                        precision: str = "fp32", **overrides) -> "Embedder":
+        """A training checkpoint folder (full model, or adapter + base) with its saved settings;
+        ``overrides`` replace :class:`ModelSettings` values (e.g. ``pooling_mode="mean"``)."""
+        model, tokenizer = load_embedding_model(path, torch_dtype, attn_implementation, **overrides)
+        return cls(model, tokenizer, device=device, precision=precision)
+
+    @classmethod
+    def from_onnx(cls, path: str, file_name: str = "onnx/model.onnx", threads: int = 0) -> "Embedder":
+        """A checkpoint's ONNX export (``python -m l2e.onnx_export``) run by ONNX Runtime, with its settings."""
+        from l2e.export.onnx_export import OnnxModel
+        from l2e.model.embedding_model import load_tokenizer
+
+        return cls(OnnxModel(path, file_name, threads), load_tokenizer(path), device="cpu")
+
+    @classmethod
+    def from_pretrained(cls, path: str, pooling: Optional[str] = None, bi_attn: bool = False,
+                        query_instruction: str = "", max_length: Optional[int] = None, device=None,
+                        gguf_file: str = "", torch_dtype: str = "auto", attn_implementation: str = "sdpa",
+                        skip_instruction: bool = False, precision: str = "fp32") -> "Embedder":
+        """Any plain HF folder, sentence-transformers folder or GGUF model (baselines for the evaluator).
+
+        ``pooling=None``: the sentence-transformers pooling config when there is one, else ``eos`` for
+        decoders and ``mean`` for encoders.
+        """
+        backbone = load_backbone(path, gguf_file, torch_dtype, attn_implementation)
+        tokenizer = load_tokenizer(path, gguf_file)
+        set_bidirectional(backbone, bi_attn)
+        folder, _ = split_gguf(path, gguf_file)
+        st_pooling, st_max_length = read_sentence_transformers(folder)
+        if pooling is None and st_pooling:
+            pooling = _st_pooling_name(st_pooling)
+        pooling = pooling or ("eos" if is_decoder_tokenizer(tokenizer) else "mean")
+        length = max_length or st_max_length or 512
+        settings = ModelSettings(pooling_mode=pooling, bi_attn_enabled=bi_attn, skip_instruction=skip_instruction,
+                                 query_instruction=query_instruction, query_max_length=length,
+                                 passage_max_length=length, **source_settings(path, gguf_file))
+        return cls(EmbeddingModel(backbone, settings), tokenizer, device=device, precision=precision)
+
+
+_ST_POOLING = {  # sentence-transformers 1_Pooling/config.json flag -> l2e pooling
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_lasttoken": "eos",
+    "pooling_mode_weightedmean_tokens": "weighted_mean",
+}
+
+
+def read_sentence_transformers(folder: str):
+    """(pooling config dict or None, max_seq_length or None) from a sentence-transformers folder."""
+    modules_file = os.path.join(folder, "modules.json")
+    if not os.path.isfile(modules_file):
+        return None, None
+    with open(modules_file) as f:
+        modules = json.load(f)
+    pooling = None
+    for module in modules:
+        if module.get("type", "").endswith("Pooling"):
+            with open(os.path.join(folder, module["path"], "config.json")) as f:
+                pooling = json.load(f)
+    max_length = None
+    bert_cfg = os.path.join(folder, "sentence_bert_config.json")
+    if os.path.isfile(bert_cfg):
+        with open(bert_cfg) as f:
+            max_length = json.load(f).get("max_seq_length")
+    return pooling, max_length
+
+
+def _st_pooling_name(cfg: dict) -> str:
+    on = [flag for flag, value in cfg.items() if flag.startswith("pooling_mode") and value]
+    names = [_ST_POOLING[f] for f in on if f in _ST_POOLING]
+    if len(on) != 1 or len(names) != 1:
+        raise L2EError(f"sentence-transformers pooling {on} is not supported; l2e supports exactly one of "
+                         f"{', '.join(_ST_POOLING)} (or pass pooling=... explicitly)")
+    return names[0]

@@ -1,0 +1,172 @@
+"""Keep a training step under a resident-memory budget by checkpointing as few decoder layers as it takes.
+
+Contrastive batches are the main lever of embedding quality, and on a CPU (or a GPU) the activations kept for
+the backward pass are what limits them: SmolLM2-135M at batch 32, queries <= 64 and passages <= 160 tokens
+keeps ~10 GB of them. Checkpointing a layer keeps only its input (``hidden`` floats per token) and recomputes
+the rest in the backward pass, at the cost of that layer's forward once more. ``memory_budget_gb`` turns this
+into a bound: the bytes one layer keeps per token are *measured* on the real model (autograd's saved tensors on
+a probe batch at the longest passage length, so the attention's quadratic part is included), the worst-case
+tokens of a step come from the config, and the first ``n`` layers are checkpointed for the smallest ``n`` that
+fits. transformers' own per-layer switch (``GradientCheckpointingLayer.gradient_checkpointing``) does the work.
+"""
+from __future__ import annotations
+
+import functools
+import resource
+from dataclasses import dataclass
+from typing import List
+
+import torch
+from torch import nn
+
+from l2e.core.errors import L2EError
+
+GB = 1024**3
+
+
+class MemoryBudgetError(L2EError):
+    """No number of checkpointed layers fits the step in ``memory_budget_gb``."""
+
+
+@dataclass(frozen=True)
+class CheckpointPlan:
+    layers: int  # decoder layers checkpointed (the first ones)
+    total_layers: int
+    estimate_gb: float  # estimated peak resident memory of a step with this plan
+    budget_gb: float
+    per_layer_bytes_per_token: float  # measured: what one un-checkpointed layer keeps per token
+    tokens_per_step: int  # worst case, from the config
+
+
+def decoder_layers(backbone: nn.Module) -> List[nn.Module]:
+    """The model's checkpointable decoder layers, in order."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return [m for m in backbone.modules() if isinstance(m, GradientCheckpointingLayer)]
+
+
+def saved_bytes(fn, exclude: frozenset = frozenset()) -> int:
+    """Bytes autograd keeps for the backward of ``fn()`` (each storage counted once; storages in ``exclude``,
+    e.g. the model's own weights, are no extra memory and not counted)."""
+    storages = {}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in exclude:
+            storages[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())
+
+
+def measure_per_layer(model, seq_len: int, device, precision=None) -> float:
+    """Bytes one decoder layer keeps for backward per token, on 2 probe texts of ``seq_len`` tokens, in the
+    arithmetic the run trains in (bf16 autocast keeps bf16 copies of matmul inputs: about half of fp32's)."""
+    from l2e.model.precision import Precision, autocast
+
+    layers = decoder_layers(model.backbone)
+    ids = torch.randint(10, 1000, (2, seq_len), device=device)
+    mask = torch.ones_like(ids)
+    was_training = model.training
+    model.train()
+    weights = frozenset(t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()])
+    try:
+        with autocast(precision or Precision("fp32", ""), device):
+            total = saved_bytes(lambda: model(ids, mask), exclude=weights)
+    finally:
+        model.train(was_training)
+    return total / max(1, len(layers)) / ids.numel()
+
+
+def release_freed_memory() -> None:
+    """Hand memory the program has freed back to the OS (glibc's ``malloc_trim``), so that resident memory
+    measures what is live. glibc keeps freed heap blocks for reuse; after a chain's first stage the process can
+    hold gigabytes nobody uses, which a plan based on resident memory would count as taken. No-op elsewhere."""
+    import gc
+
+    gc.collect()
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):  # musl, macOS: none
+        libc.malloc_trim(0)
+
+
+# mallopt parameters (glibc's malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+@functools.lru_cache(maxsize=1)
+def _libc():
+    """The C library, if it has glibc's ``mallopt`` (looked up once: ``find_library`` runs ``ldconfig``)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        lib = ctypes.CDLL(name) if name else None
+        return lib if lib is not None and hasattr(lib, "mallopt") else None
+    except OSError:
+        return None
+
+
+def set_mmap_threshold(mb: float) -> bool:
+    """glibc: serve every allocation of ``mb`` MiB or more with its own ``mmap``, unmapped when freed, and trim
+    the heap's free top above the same size. Returns False where the C library has no ``mallopt``.
+
+    Why: glibc starts at 128 KiB and raises the threshold by itself to the size of the largest block freed (up
+    to 32 MiB), so after the first step a training step's activations (1-30 MB each) come from the heap, where a
+    freed block stays resident for reuse and fragmentation keeps gigabytes above what is live: a step planned
+    at 7 GB peaked at 10.3 GB. A fixed threshold also stops that adjustment, so resident memory follows what
+    is live; the price is a page fault per fresh page, measured by ``benchmarks/bench_memory.py``.
+    """
+    libc = _libc()
+    if libc is None:
+        return False
+    size = int(mb * 1024 * 1024)
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, size)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, size))
+
+
+def current_rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def plan_checkpointing(cfg, model, device, precision=None) -> CheckpointPlan:
+    """The fewest checkpointed layers that keep a worst-case step under ``cfg.memory_budget_gb``."""
+    layers = decoder_layers(model.backbone)
+    per_layer = measure_per_layer(model, cfg.passage_len, device, precision)
+    rows = cfg.grad_cache_mini_batch if cfg.grad_cache else cfg.train_batch_size
+    towers = cfg.query_len + cfg.passage_len * (1 + cfg.num_hard_neg)
+    tokens = rows * towers
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    # Weights and data already resident, plus what the first optimizer step adds (grads + 2 Adam moments).
+    release_freed_memory()
+    base = current_rss_bytes() + 3 * trainable
+    boundary = model.hidden_size * next(model.parameters()).element_size()  # a checkpointed layer keeps its input
+    budget = cfg.memory_budget_gb * GB
+    total = len(layers)
+    for n in range(total + 1):
+        # At the end of the forward pass, un-checkpointed layers keep everything and checkpointed ones their
+        # input. The backward pass frees the kept layers (the last ones) before it reaches a checkpointed layer,
+        # whose recomputation then holds one layer's worth again: the peak is the larger of the two.
+        kept = n * boundary + max(total - n, 1 if n else 0) * per_layer
+        estimate = base + tokens * kept
+        if estimate <= budget:
+            return CheckpointPlan(n, len(layers), estimate / GB, cfg.memory_budget_gb, per_layer, tokens)
+    raise MemoryBudgetError(
+        f"memory_budget_gb={cfg.memory_budget_gb} cannot hold a step of {rows} rows x {towers} tokens even with all "
+        f"{len(layers)} layers checkpointed (~{estimate / GB:.1f} GB); raise the budget, lower train_batch_size or "
+        "the max lengths, or use grad_cache")
+
+
+def apply_checkpointing(backbone: nn.Module, n: int) -> None:
+    """Checkpoint the first ``n`` decoder layers (non-reentrant: LoRA weights get their gradients)."""
+    if n == 0:
+        return
+    backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    for i, layer in enumerate(decoder_layers(backbone)):
+        layer.gradient_checkpointing = i < n
