@@ -17,6 +17,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Sequence
 
+from l2e.core.atomic import write_json
 from l2e.core.errors import L2EError
 from l2e.model.precision import PRECISIONS
 from l2e.model.settings import POOLING_MODES
@@ -164,10 +165,7 @@ class Config:
 
     def save(self, path: str) -> None:
         """Write the resolved config (every field, defaults included) next to an output."""
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(self.to_dict(), f, indent=2, sort_keys=False)
-            f.write("\n")
+        write_json(path, self.to_dict(), indent=2)
 
     @property
     def query_len(self) -> int:

@@ -95,6 +95,40 @@ def test_a_kill_during_a_folder_swap_leaves_old_or_new(tmp_path, fault, exchange
     assert os.listdir(tmp) == [atomic.MARKER]  # only l2e's marker: a staging folder it may delete
 
 
+def test_write_json_keeps_the_old_file_when_serialising_fails(tmp_path):
+    path = tmp_path / "summary.json"
+    atomic.write_json(str(path), {"step": 1, "loss": 0.5}, indent=2)
+    assert path.read_text() == '{\n  "step": 1,\n  "loss": 0.5\n}\n'  # json.dump(indent=2) + newline, as before
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        atomic.write_json(str(path), {"step": 2, "model": object()}, indent=2)
+    assert path.read_text() == '{\n  "step": 1,\n  "loss": 0.5\n}\n'
+    assert os.listdir(tmp_path) == ["summary.json"]  # no temp file left behind
+
+
+def test_write_json_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "merge.json"
+    atomic.write_json(str(path), [1, 2], newline=False)
+    assert path.read_text() == "[1, 2]"
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        atomic.write_json(str(path), [3, 4], newline=False)
+    assert path.read_text() == "[1, 2]"
+    assert os.listdir(tmp_path) == ["merge.json"]
+
+
+def test_every_json_file_goes_through_write_json():
+    """A JSON file written with open(..., "w") + json.dump is half-written after a crash; write_json never is."""
+    sources = sorted((ROOT / "l2e").rglob("*.py")) + [ROOT / f for f in ("run.py", "tokenize_data.py",
+                                                                         "evaluate_mteb.py", "mine.py")]
+    offenders = [f"{path.relative_to(ROOT)}:{i}" for path in sources
+                 for i, line in enumerate(path.read_text().splitlines(), 1) if "json.dump(" in line]
+    assert not offenders, f"use l2e.core.atomic.write_json: {offenders}"
+
+
 def test_export_keeps_the_old_final_until_the_new_one_is_complete(tmp_path):
     from l2e.export.final import export_final
     from l2e.model.embedding_model import build_model

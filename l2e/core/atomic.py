@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import json
 import os
 import shutil
 from typing import Iterator
@@ -167,6 +168,20 @@ def atomic_file(path: str) -> Iterator[str]:
             os.remove(tmp)
         raise
     os.replace(tmp, path)
+
+
+def write_json(path: str, obj, *, newline: bool = True, **json_kwargs) -> None:
+    """``json.dumps(obj, **json_kwargs)`` into ``path`` atomically: a reader, or a crash, sees the old file or the
+    new one, never a half-written one. ``newline``: end the file with a newline (the files people open do).
+
+    Serialised before the disk is touched, so an object json cannot encode leaves the old file as it was; fsynced
+    before the rename, so the new name never points at data still in the page cache after a power cut."""
+    text = json.dumps(obj, **json_kwargs) + ("\n" if newline else "")
+    with atomic_file(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def _fault_point(name: str) -> None:

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from l2e.config import MIN_SEQ_LENGTH, ConfigError, resolve_package_path
-from l2e.core.atomic import begin_dir, recover, replace_dir
+from l2e.core.atomic import begin_dir, recover, replace_dir, write_json
 from l2e.data.read import (
     META_FILE, PASSAGE_SCHEMA, PASSAGES_FILE, RAW_TEXT_TASKS, ROW_SCHEMA, SPLITS, STATS_FILE, TASK_TYPES, DataError,
     RawRow, dataset_files, iter_raw_rows, raw_text_row, read_json, stable_unit, text_key,
@@ -441,9 +441,7 @@ def tokenize_dataset(name: str, path: str, fmt: str, out: str, opts: Dict[str, A
         why = f" with >= {opts['min_negatives']} negatives (--min_negatives)" if stats.skipped_rows else ""
         raise DataError(f"{path}: no rows{why}")
     meta = dataset_meta(name, path, fmt, ctx, stats)
-    with open(os.path.join(folder, META_FILE), "w") as f:
-        json.dump(meta, f, indent=2)
-        f.write("\n")
+    write_json(os.path.join(folder, META_FILE), meta, indent=2)
     return meta
 
 
@@ -545,9 +543,7 @@ def run(o: TokenizeOptions) -> Dict[str, Any]:
                 "eos_token_id": tokenizer.eos_token_id, "query_len": o.query_len, "passage_len": o.passage_len}
         metas = tokenize_all(datasets, tmp, opts, tokenizer)
         stats = data_stats(metas, o)
-        with open(os.path.join(tmp, STATS_FILE), "w") as f:
-            json.dump(stats, f, indent=2)
-            f.write("\n")
+        write_json(os.path.join(tmp, STATS_FILE), stats, indent=2)
         with open(os.path.join(tmp, MARKER_FILE), "w") as f:
             f.write("written by tokenize_data.py; this folder is replaced as a whole when it is run again\n")
     except BaseException:

@@ -449,7 +449,7 @@ def _cache_record(cache: str) -> Optional[dict]:
 
 def _convert(path: str, schema: pa.Schema, cache: str, source: dict) -> dict:
     """Stream the parquet file into an uncompressed Arrow IPC file (memory bounded by one batch)."""
-    from l2e.core.atomic import atomic_file
+    from l2e.core.atomic import atomic_file, write_json
 
     try:
         pf = pq.ParquetFile(path)
@@ -473,8 +473,7 @@ def _convert(path: str, schema: pa.Schema, cache: str, source: dict) -> dict:
         except (pa.ArrowException, OSError) as e:
             raise DataError(f"{path}: corrupt parquet file ({e})") from None
     record = {"source": source, "id_range": None if lo is None else [lo, hi]}
-    with atomic_file(cache + ".json") as tmp, open(tmp, "w") as f:
-        json.dump(record, f)
+    write_json(cache + ".json", record, newline=False)
     return record
 
 

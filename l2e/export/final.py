@@ -21,7 +21,7 @@ from typing import Optional
 
 import torch
 
-from l2e.core.atomic import atomic_dir
+from l2e.core.atomic import atomic_dir, write_json
 from l2e.data.tokens import is_decoder_tokenizer
 from l2e.model.settings import ModelSettings
 
@@ -158,7 +158,7 @@ def write_engine_files(folder: str, settings: ModelSettings) -> None:
     if settings.bi_attn_enabled:
         config["is_causal"] = False
         config["use_bidirectional_attention"] = True
-    dump_json(path, config)
+    write_json(path, config, indent=2)
     template = os.path.join(folder, "chat_template.jinja")
     if os.path.isfile(template):
         os.remove(template)
@@ -196,14 +196,14 @@ def write_sentence_transformers_files(folder: str, tokenizer, settings: ModelSet
         pooling[_ST_POOLING[settings.pooling_mode]] = True
         pooling["word_embedding_dimension"] = hidden_size
         pooling["include_prompt"] = not settings.skip_instruction
-        dump_json(os.path.join(folder, "1_Pooling", "config.json"), pooling)
+        write_json(os.path.join(folder, "1_Pooling", "config.json"), pooling, indent=2)
     st_config = {"prompts": {"query": settings.query_instruction, "document": ""}, "default_prompt_name": None,
                  "similarity_fn_name": "cosine", "model_type": "SentenceTransformer"}
-    dump_json(os.path.join(folder, "modules.json"), modules)
+    write_json(os.path.join(folder, "modules.json"), modules, indent=2)
     os.makedirs(os.path.join(folder, "2_Normalize"), exist_ok=True)
-    dump_json(os.path.join(folder, "config_sentence_transformers.json"), st_config)
-    dump_json(os.path.join(folder, "sentence_bert_config.json"),
-              {"max_seq_length": settings.inference_max_length, "do_lower_case": False})
+    write_json(os.path.join(folder, "config_sentence_transformers.json"), st_config, indent=2)
+    write_json(os.path.join(folder, "sentence_bert_config.json"),
+              {"max_seq_length": settings.inference_max_length, "do_lower_case": False}, indent=2)
     if is_decoder_tokenizer(tokenizer):
         append_eos_post_processor(folder, tokenizer)
 
@@ -221,12 +221,4 @@ def append_eos_post_processor(folder: str, tokenizer) -> None:
                  {"Sequence": {"id": "B", "type_id": 0}}, {"SpecialToken": {"id": eos, "type_id": 0}}],
         "special_tokens": {eos: {"id": eos, "ids": [eos_id], "tokens": [eos]}},
     }
-    with open(path, "w") as f:
-        json.dump(spec, f, ensure_ascii=False)
-
-
-def dump_json(path: str, obj, indent: Optional[int] = 2) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=indent)
-        f.write("\n")
+    write_json(path, spec, newline=False, ensure_ascii=False)

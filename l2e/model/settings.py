@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
+from l2e.core.atomic import write_json
 from l2e.core.errors import L2EError
 
 SETTINGS_FILE = "l2e_model.json"
@@ -113,10 +114,7 @@ class ModelSettings:
         return dataclasses.asdict(self)
 
     def save(self, folder: str) -> None:
-        os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, SETTINGS_FILE), "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
-            f.write("\n")
+        write_json(os.path.join(folder, SETTINGS_FILE), self.to_dict(), indent=2)
 
     @classmethod
     def load(cls, folder: str) -> "ModelSettings":

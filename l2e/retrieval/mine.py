@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from l2e.config import ConfigError, is_hub_id, resolve_package_path
-from l2e.core.atomic import atomic_file
+from l2e.core.atomic import atomic_file, write_json
 from l2e.core.errors import L2EError
 from l2e.data.read import DataError, iter_json_lines, iter_raw_rows, titled_text
 from l2e.model.settings import SETTINGS_FILE
@@ -538,8 +538,7 @@ def run(o: MineOptions) -> Dict:
              "range": [range_start, range_end], "negative_number": o.negative_number,
              "relative_margin": o.relative_margin, "absolute_margin": o.absolute_margin, "seed": o.seed,
              "precision": embedder.precision.name if embedder is not None else None, **stats, "time": {k: round(v, 2) for k, v in times.items()}}
-    with atomic_file(stats_path(o.output)) as tmp, open(tmp, "w") as f:
-        json.dump(stats, f, indent=2)
+    write_json(stats_path(o.output), stats, newline=False, indent=2)
     return stats
 
 

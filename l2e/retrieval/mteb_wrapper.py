@@ -369,15 +369,14 @@ def write_per_query(row: dict, output_folder: str) -> dict:
     """``row`` with its ``per_query`` scores moved to their own file beside ``summary.json`` (written
     atomically): ``{"model", "dim", "task", "metric": "ndcg_at_10", "scores": {query id: nDCG@10}}``; the row
     keeps the file's path, relative to ``output_folder``. Rows without scores are returned as they are."""
-    from l2e.core.atomic import atomic_file
+    from l2e.core.atomic import write_json
 
     if not isinstance(row.get("per_query"), dict):
         return row
     rel = per_query_file(row)
     record = {"model": row["model"], "dim": row["dim"], "task": row["task"], "metric": "ndcg_at_10",
               "scores": row["per_query"]}
-    with atomic_file(os.path.join(output_folder, rel)) as tmp, open(tmp, "w") as f:
-        json.dump(record, f)
+    write_json(os.path.join(output_folder, rel), record, newline=False)
     return {**row, "per_query": rel}
 
 
@@ -389,12 +388,10 @@ def read_per_query(summary_folder: str, row: dict) -> Dict[str, float]:
 
 def write_summary(rows: Sequence[dict], output_folder: str) -> str:
     """``summary.json`` (the rows) and ``summary.md`` (the table) in ``output_folder``; returns the table."""
-    from l2e.core.atomic import atomic_file
+    from l2e.core.atomic import atomic_file, write_json
 
     os.makedirs(output_folder, exist_ok=True)
-    with atomic_file(os.path.join(output_folder, "summary.json")) as tmp, open(tmp, "w") as f:
-        json.dump(list(rows), f, indent=2)
-        f.write("\n")
+    write_json(os.path.join(output_folder, "summary.json"), list(rows), indent=2)
     table = format_table(rows)
     with atomic_file(os.path.join(output_folder, "summary.md")) as tmp, open(tmp, "w") as f:
         f.write(table)

@@ -181,7 +181,7 @@ def _train_stage(stage: dict, out: str, previous: Optional[str], resume: Optiona
 
 
 def _merge_stage(spec: dict, finals: Dict[str, str], out: str, final: str) -> dict:
-    from l2e.core.atomic import atomic_file
+    from l2e.core.atomic import write_json
     from l2e.export.final import export_final
     from l2e.train.merge import merge_checkpoints
 
@@ -201,6 +201,5 @@ def _merge_stage(spec: dict, finals: Dict[str, str], out: str, final: str) -> di
             **{k: v for k, v in spec.items() if k not in ("method", "models")}}
     export_final(model, tokenizer, final, run={"merge": card})
     record = {"merged_from": paths, **{k: v for k, v in spec.items() if k != "models"}}
-    with atomic_file(os.path.join(os.path.dirname(final), "merge.json")) as tmp, open(tmp, "w") as f:
-        json.dump(record, f, indent=2)
+    write_json(os.path.join(os.path.dirname(final), "merge.json"), record, newline=False, indent=2)
     return {"stage": os.path.basename(os.path.dirname(final)), "final_dir": final, **record}

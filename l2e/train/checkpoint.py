@@ -23,7 +23,7 @@ import re
 import shutil
 from typing import Dict, List, Optional, Tuple
 
-from l2e.core.atomic import replace_dir
+from l2e.core.atomic import replace_dir, write_json
 from l2e.core.errors import L2EError
 
 STATE_FILE = "trainer_state.json"
@@ -65,10 +65,7 @@ def begin(final_path: str) -> str:
 def commit(tmp: str, final_path: str, state: dict) -> None:
     """Write the state file (with the manifest) last, then swap the folder into place."""
     state = {**state, "files": manifest(tmp)}
-    with open(os.path.join(tmp, STATE_FILE), "w") as f:
-        json.dump(state, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
+    write_json(os.path.join(tmp, STATE_FILE), state, newline=False, indent=2)
     replace_dir(tmp, final_path)
 
 

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from l2e.config import Config, check_hidden_size
-from l2e.core.atomic import atomic_file, staging_path
+from l2e.core.atomic import atomic_file, staging_path, write_json
 from l2e.core.errors import L2EError
 from l2e.data.batching import BatchCollator, EpochBatches, has_teacher_scores, pair_lengths, plan_epoch
 from l2e.data.read import row_lengths
@@ -610,8 +610,7 @@ class Trainer:
                        "checkpointed_layers": self.checkpoint_plan.layers if self.checkpoint_plan else None,
                        "peak_rss_gb": _peak_rss_gb(),
                        "peak_gpu_gb": torch.cuda.max_memory_allocated() / 1024**3 if torch.cuda.is_available() else None}
-            with atomic_file(os.path.join(self.run_dir, "training_summary.json")) as tmp, open(tmp, "w") as f:
-                json.dump(summary, f, indent=2)
+            write_json(os.path.join(self.run_dir, "training_summary.json"), summary, newline=False, indent=2)
         self._release_process_group()
         return summary
 
