@@ -182,6 +182,11 @@ def test_readme_module_paths_import(dotted):
     _resolve(dotted)
 
 
+def test_readme_file_paths_exist():
+    missing = sorted(p for p in set(re.findall(r"(?<![\w/.])l2e/[\w/]*(?:\.py|/)", README)) if not (ROOT / p).exists())
+    assert not missing, f"README.md names files that do not exist: {missing}"
+
+
 @pytest.mark.parametrize("module", sorted(set(re.findall(r"python\s+-m\s+(l2e(?:\.\w+)+)", README))))
 def test_readme_python_m_commands_run(module):
     """``python -m OLD`` of a moved module runs through l2e.MOVED's alias."""
