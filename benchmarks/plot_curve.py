@@ -12,9 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 import matplotlib
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # run as a script from anywhere: l2e is the checkout's own
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
