@@ -47,5 +47,7 @@ class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return importlib.util.find_spec(new).loader.get_code(new)
 
 
+# First in line: a stale copy of an old module still reachable through another finder (an editable install of an
+# older checkout, a wheel built before the move) must not shadow the alias and split the registries in two.
 if not any(isinstance(f, _MovedFinder) for f in sys.meta_path):
-    sys.meta_path.append(_MovedFinder())
+    sys.meta_path.insert(0, _MovedFinder())

@@ -89,3 +89,29 @@ def test_compare_runs_prints_the_paired_interval_and_refuses_a_bad_file(tmp_path
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(SystemExit, match="error: .*bad.json: not a per-query score file"):
         compare_runs.main([str(row), str(tmp_path / "bad.json")])
+
+
+def test_plot_curve_draws_a_chains_stages_end_to_end(tmp_path, monkeypatch):
+    import benchmarks.plot_curve as plot_curve
+
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "stage.json"
+    cfg.write_text(json.dumps({"model_path": "m", "train_data_path": "d"}))
+    chain = tmp_path / "chain.json"
+    chain.write_text(json.dumps({"output_dir": "out", "stages": [
+        {"name": "a", "config": str(cfg)}, {"name": "b", "config": str(cfg)},
+        {"name": "m", "merge": {"method": "average", "models": ["a", "b"]}}, {"name": "c", "config": str(cfg)}]}))
+    for stage, steps, seconds in (("a", 4, 100.0), ("b", 2, 50.0)):
+        folder = tmp_path / "out" / stage
+        folder.mkdir(parents=True)
+        (folder / "training_log.jsonl").write_text(
+            "".join(json.dumps({"step": s, "infonce": 1.0 / s}) + "\n" for s in range(1, steps + 1)))
+        (folder / "validation_log.jsonl").write_text(json.dumps({"step": steps, "ndcg_at_10": 0.5, "train_s": seconds}))
+        (folder / "training_summary.json").write_text(json.dumps({"steps_time_s": seconds}))
+    # stage c has not run: the curve stops after b; the merge has no curve
+    assert plot_curve.chain_runs(str(chain)) == [("a", os.path.join("out", "a"), 0, 0.0),
+                                                 ("b", os.path.join("out", "b"), 4, 100.0)]
+    plot_curve.main(["--chain", str(chain), "--out", str(tmp_path / "curve.png")])
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+    with pytest.raises(SystemExit):
+        plot_curve.main([str(tmp_path / "out" / "a"), "--chain", str(chain)])
