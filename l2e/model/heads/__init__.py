@@ -8,7 +8,7 @@ queries against documents, and plain data the higher rooms dispatch on -- its ``
 ``multi_vector``: (batch, seq, dim) unit token vectors plus their mask under ``<name>_mask``, scored by mean
 MaxSim, given as a list of (tokens, dim) arrays), its loss temperature and weight when the config names none, and
 its fused-score weight. Nothing outside this package lists head names or branches on one: a new head is one file
-here (plus, if it has a sentence-transformers peer, an ``@register_head_export`` in ``l2e/export/final.py``).
+here (plus, if it has a sentence-transformers peer, an ``@register_head_export`` in ``l2e/export/head_exports.py``).
 
 A head reads the backbone's token states (batch, seq, hidden); ``real`` (batch, seq) marks the real tokens and
 ``text`` the real tokens outside the instruction.

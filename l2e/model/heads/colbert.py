@@ -24,5 +24,5 @@ SPEC = register_head(HeadSpec(
     name="colbert", kind="multi_vector",
     build=lambda backbone, s: ColbertHead(backbone.config.hidden_size, s.colbert_dim),
     encode=lambda head, hidden, input_ids, real, text: {"colbert": head(hidden), "colbert_mask": real},
-    score=multi_vector_scores("colbert"), summary="multi-vector late interaction (mean MaxSim)",
+    score=multi_vector_scores("colbert"), summary="multi-vector late interaction, mean MaxSim",
     temperature=0.05, fusion_weight=1.0))

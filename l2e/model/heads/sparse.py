@@ -52,5 +52,5 @@ def _build(backbone, settings) -> LexicalHead:
 SPEC = register_head(HeadSpec(
     name="sparse", kind="sparse_vector", build=_build,
     encode=lambda head, hidden, input_ids, real, text: {"sparse": head(hidden, input_ids, text)},
-    score=sparse_vector_scores("sparse"), summary="bge-m3 lexical weights (dot product)",
+    score=sparse_vector_scores("sparse"), summary="bge-m3 lexical weights, dot product",
     temperature=0.05, fusion_weight=0.3))

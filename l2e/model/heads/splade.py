@@ -39,5 +39,5 @@ def _build(backbone, settings) -> SpladeHead:
 SPEC = register_head(HeadSpec(
     name="splade", kind="sparse_vector", build=_build,
     encode=lambda head, hidden, input_ids, real, text: {"splade": head(hidden, real)},
-    score=sparse_vector_scores("splade"), summary="SPLADE over the tied LM head (dot product)",
+    score=sparse_vector_scores("splade"), summary="SPLADE over the tied LM head, dot product",
     temperature=1.0, fusion_weight=0.3))
