@@ -48,6 +48,7 @@ from l2e.core.errors import run_main
 from l2e.retrieval.mteb_wrapper import (EmbedderEncoder, EvalError, check_dims, limit_queries, load_mteb_tasks,
                               make_beir_task, run_mteb, task_names, write_per_query, write_summary)
 from l2e.model.precision import PRECISIONS
+from l2e.model.pooling import pooling_from_st_mode
 from l2e.model.settings import POOLING_MODES
 
 LIMIT_SEED = 0  # --limits draws the same queries every run, so checkpoints compare on the same set
@@ -188,9 +189,6 @@ def load_baseline(path: str, args: argparse.Namespace):
     return Embedder.from_pretrained(path, pooling=pooling, precision=args.precision, **options)
 
 
-# sentence-transformers >= 5 writes its Pooling config as {"pooling_mode": NAME} instead of one boolean flag per mode
-# (which l2e.retrieval.embedder reads); the names that l2e's poolings reproduce.
-_ST_POOLING_NAMES = {"mean": "mean", "cls": "cls", "lasttoken": "eos", "weightedmean": "weighted_mean"}
 
 
 def sentence_transformers_options(path: str) -> dict:
@@ -222,8 +220,10 @@ def sentence_transformers_options(path: str) -> dict:
     config = read(os.path.join(pooling[0]["path"], "config.json")) if pooling else {}
     if config.get("include_prompt") is False:
         options["skip_instruction"] = True
-    if config.get("pooling_mode") in _ST_POOLING_NAMES:
-        options["pooling"] = _ST_POOLING_NAMES[config["pooling_mode"]]
+    # sentence-transformers >= 5 writes {"pooling_mode": NAME} instead of one boolean flag per mode
+    pooling = pooling_from_st_mode(config["pooling_mode"]) if isinstance(config.get("pooling_mode"), str) else None
+    if pooling:
+        options["pooling"] = pooling
     return options
 
 

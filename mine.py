@@ -38,6 +38,7 @@ from typing import Optional, Sequence
 from l2e.core.errors import run_main
 from l2e.model.precision import PRECISIONS
 from l2e.model.settings import POOLING_MODES
+from l2e.retrieval.mine import SCORERS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--precision", choices=PRECISIONS, default="fp32",
         help="encoder arithmetic: bf16 autocast, or auto (bf16 where the CPU has it natively and it is faster)")
     # --- search
-    arg("--scorer", default="dense", choices=("dense", "sparse", "splade", "colbert", "hybrid", "bm25"),
+    arg("--scorer", default="dense", choices=SCORERS,
         help="what ranks the pool: the model's dense vectors or one of its heads, their hybrid (fused, min-max "
         "normalised scores), or BM25 (bm25s; no model)")
     arg("--hybrid_weights", type=parse_weights, default=None,

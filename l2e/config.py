@@ -20,7 +20,9 @@ from typing import Any, Dict, List, Sequence
 from l2e.core.atomic import write_json
 from l2e.core.errors import L2EError
 from l2e.model.precision import PRECISIONS
-from l2e.model.settings import POOLING_MODES
+from l2e.model.heads import HEADS, enabled_heads
+from l2e.model.pooling import POOLINGS
+from l2e.model.settings import POOLING_MODES  # noqa: F401  (re-exported)
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 LR_SCHEDULERS = ("cosine", "constant")
 LORA_BIASES = ("none", "all", "lora_only")
@@ -259,7 +261,7 @@ def _range_problems(cfg: Config) -> List[str]:
 
 def _choice_problems(cfg: Config) -> List[str]:
     p: List[str] = []
-    _choice(p, cfg, "pooling_mode", POOLING_MODES)
+    _choice(p, cfg, "pooling_mode", tuple(POOLINGS))
     _choice(p, cfg, "attn_implementation", ATTN_IMPLEMENTATIONS)
     _choice(p, cfg, "lr_scheduler", LR_SCHEDULERS)
     _choice(p, cfg, "lora_bias", LORA_BIASES)
@@ -283,11 +285,11 @@ def _choice_problems(cfg: Config) -> List[str]:
         p.append("lora_target_modules is empty with lora_enabled=true; name modules, e.g. [\"q_proj\", \"v_proj\"]")
     if cfg.quantization != "none" and not cfg.lora_enabled:
         p.append(f"quantization={cfg.quantization!r} needs lora_enabled=true (QLoRA trains adapters on a frozen base)")
-    heads = [h for h in ("sparse", "splade", "colbert") if getattr(cfg, f"{h}_enabled")]
+    heads = enabled_heads(cfg)
     if cfg.sparse_idf and not cfg.sparse_enabled:
         p.append("sparse_idf=true shapes the lexical head, which is off; set sparse_enabled=true as well")
     if cfg.self_distill_enabled and not heads:
-        p.append("self_distill_enabled=true needs a head to distil into; enable sparse, splade or colbert")
+        p.append("self_distill_enabled=true needs a head to distil into; enable one of " + ", ".join(HEADS))
     if heads and cfg.grad_cache:
         p.append(f"grad_cache=true does not support the {', '.join(heads)} head(s) yet (it caches dense vectors "
                  "only); set grad_cache=false or turn the heads off")

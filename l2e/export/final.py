@@ -19,14 +19,12 @@ import json
 import os
 from typing import Optional
 
-import torch
-
 from l2e.core.atomic import atomic_dir, write_json
 from l2e.data.tokens import is_decoder_tokenizer
+from l2e.export.head_exports import write_head_exports
+from l2e.model.pooling import get_pooling_spec
 from l2e.model.settings import ModelSettings
 
-_ST_POOLING = {"eos": "pooling_mode_lasttoken", "last": "pooling_mode_lasttoken", "mean": "pooling_mode_mean_tokens",
-               "weighted_mean": "pooling_mode_weightedmean_tokens", "cls": "pooling_mode_cls_token"}
 TRAINING_CONFIG_FILE = "training_config.json"
 
 
@@ -60,87 +58,6 @@ def export_final(model, tokenizer, folder: str, *, merge_lora: bool = True, trai
         write_head_exports(tmp, model)
         _write_config(tmp, training_config, model, run, folder)
     return folder
-
-
-HEAD_FOLDERS = {"sparse": "sparse_encoder", "splade": "splade_encoder", "colbert": "multi_vector_encoder"}
-
-
-def write_head_exports(folder: str, model) -> dict:
-    """Each representation head in its peer's layout, in a sub-folder of the exported ``folder``:
-
-    - ``sparse_encoder/``: sentence-transformers ``SparseEncoder`` with l2e's ``LexicalWeights`` module
-      (load with ``trust_remote_code=True``, l2e installed);
-    - ``splade_encoder/``: ``SparseEncoder`` = causal-LM ``Transformer`` (LM head tied to the input embeddings,
-      as l2e's SPLADE head reads it) + ``SpladePooling(max, relu)``; all built-in;
-    - ``multi_vector_encoder/``: ``MultiVectorEncoder`` = ``Transformer`` + ``Dense`` (the ColBERT projection) +
-      ``MultiVectorMask`` + ``Normalize``, similarity ``meanmaxsim``; all built-in.
-    Each holds its own copy of the backbone (sentence-transformers loads a module from its folder).
-    Returns ``{head: sub-folder}``.
-    """
-    settings = model.current_settings()
-    builders = {"sparse": _lexical_encoder, "splade": _splade_encoder, "colbert": _multi_vector_encoder}
-    out = {}
-    for head in settings.heads:
-        target = os.path.join(folder, HEAD_FOLDERS[head])
-        builders[head](folder, model, settings).save(target)
-        out[head] = target
-    return out
-
-
-def _text_transformer(folder: str, settings: ModelSettings, **kwargs):
-    from sentence_transformers.base.modules.transformer import Transformer
-
-    # A pinned text modality: SmolLM2's tokenizer has a chat template, and sentence-transformers would otherwise
-    # render plain strings through it.
-    modality = {"text": {"method": "forward", "method_output_name": kwargs.pop("output", "last_hidden_state")}}
-    return Transformer(folder, max_seq_length=settings.inference_max_length, modality_config=modality,
-                       module_output_name="token_embeddings", **kwargs)
-
-
-def _prompts(settings: ModelSettings) -> dict:
-    return {"query": settings.query_instruction, "document": ""}
-
-
-def _lexical_encoder(folder: str, model, settings: ModelSettings):
-    from sentence_transformers import SparseEncoder
-
-    from l2e.export.st_modules import LexicalWeights
-
-    head = model.heads["sparse"]
-    module = LexicalWeights(model.hidden_size, head.vocab_size, settings.special_token_ids, idf=settings.sparse_idf)
-    module.linear.load_state_dict(head.linear.state_dict())
-    if settings.sparse_idf:
-        module.token_idf.copy_(head.idf)
-    return SparseEncoder(modules=[_text_transformer(folder, settings), module], prompts=_prompts(settings),
-                         similarity_fn_name="dot", device="cpu")
-
-
-def _splade_encoder(folder: str, model, settings: ModelSettings):
-    from sentence_transformers import SparseEncoder
-    from sentence_transformers.sparse_encoder.modules import SpladePooling
-
-    transformer = _text_transformer(folder, settings, output="logits", transformer_task="text-generation",
-                                    processing_kwargs={"text": {"logits_to_keep": 0}},
-                                    config_kwargs={"tie_word_embeddings": True})
-    pooling = SpladePooling("max", activation_function="relu", embedding_dimension=model.backbone.config.vocab_size)
-    return SparseEncoder(modules=[transformer, pooling], prompts=_prompts(settings), similarity_fn_name="dot",
-                         device="cpu")
-
-
-def _multi_vector_encoder(folder: str, model, settings: ModelSettings):
-    from sentence_transformers import MultiVectorEncoder
-    from sentence_transformers.base.modules.dense import Dense
-    from sentence_transformers.base.modules.normalize import Normalize
-    from sentence_transformers.multi_vector_encoder.modules.multi_vector_mask import MultiVectorMask
-
-    linear = model.heads["colbert"].linear
-    dense = Dense(linear.in_features, linear.out_features, bias=False, activation_function=torch.nn.Identity(),
-                  module_input_name="token_embeddings", module_output_name="token_embeddings")
-    dense.linear.load_state_dict(linear.state_dict())
-    modules = [_text_transformer(folder, settings), dense, MultiVectorMask(skiplist_words=[]),
-               Normalize(module_input_name="token_embeddings", module_output_name="token_embeddings")]
-    return MultiVectorEncoder(modules=modules, prompts=_prompts(settings), similarity_fn_name="meanmaxsim",
-                              device="cpu")
 
 
 def write_engine_files(folder: str, settings: ModelSettings) -> None:
@@ -179,6 +96,9 @@ def write_sentence_transformers_files(folder: str, tokenizer, settings: ModelSet
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
                {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+    st_mode = get_pooling_spec(settings.pooling_mode).st_mode
+    if pooler is None and st_mode is None:
+        return  # sentence-transformers has no such pooling: the folder loads in l2e (and transformers) only
     if pooler is not None:
         from l2e.export.st_modules import TrainablePooling
 
@@ -193,7 +113,7 @@ def write_sentence_transformers_files(folder: str, tokenizer, settings: ModelSet
         pooling = {name: False for name in ["pooling_mode_cls_token", "pooling_mode_mean_tokens",
                                             "pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens",
                                             "pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken"]}
-        pooling[_ST_POOLING[settings.pooling_mode]] = True
+        pooling[st_mode] = True
         pooling["word_embedding_dimension"] = hidden_size
         pooling["include_prompt"] = not settings.skip_instruction
         write_json(os.path.join(folder, "1_Pooling", "config.json"), pooling, indent=2)

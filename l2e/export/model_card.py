@@ -10,9 +10,10 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
+from l2e.export.head_exports import HEAD_EXPORTS
+from l2e.model.heads import enabled_heads, get_head
+from l2e.model.pooling import get_pooling_spec
 from l2e.model.settings import ModelSettings
-
-_ENGINE_POOLING = {"eos": "last-token", "last": "last-token", "mean": "mean", "cls": "cls"}
 
 
 def write_model_card(folder: str, settings: ModelSettings, hidden_size: int, training_config=None,
@@ -76,8 +77,8 @@ def _training(cfg, run: Dict[str, Any]) -> List[str]:
           ("extra InfoNCE directions", len(cfg.loss_directions) > 1, ", ".join(cfg.loss_directions)),
           ("false-negative margin", cfg.false_negative_margin >= 0, str(cfg.false_negative_margin)),
           ("hard negatives", cfg.num_hard_neg > 0, f"{cfg.num_hard_neg} per row"),
-          ("heads", any(getattr(cfg, f"{h}_enabled") for h in ("sparse", "splade", "colbert")),
-           ", ".join(h for h in ("sparse", "splade", "colbert") if getattr(cfg, f"{h}_enabled"))),
+          ("heads", bool(enabled_heads(cfg)),
+           ", ".join(f"{h} ({get_head(h).summary})" if get_head(h).summary else h for h in enabled_heads(cfg))),
           ("self-distillation", cfg.self_distill_enabled, f"weight {cfg.self_distill_weight}"),
           ("started from", bool(cfg.init_from), cfg.init_from),
           ("layers kept", bool(cfg.num_layers), str(cfg.num_layers))]
@@ -117,26 +118,25 @@ def _usage(settings: ModelSettings, name: str) -> List[str]:
              'scores = model.encode_queries(["query"]) @ model.encode_corpus(["document"]).T', "```", "",
              "sentence-transformers:", "```python", "from sentence_transformers import SentenceTransformer",
              f'model = SentenceTransformer("{name}"'
-             + (", trust_remote_code=True" if settings.pooling_mode in ("attention", "latent_attention") else "") + ")",
+             + (", trust_remote_code=True" if get_pooling_spec(settings.pooling_mode).trainable else "") + ")",
              'q = model.encode(["query"], prompt_name="query"); d = model.encode(["document"])', "```"]
-    folders = {"sparse": ("SparseEncoder", "sparse_encoder", ", trust_remote_code=True"),
-               "splade": ("SparseEncoder", "splade_encoder", ""),
-               "colbert": ("MultiVectorEncoder", "multi_vector_encoder", "")}
     for head in settings.heads:
-        cls, sub, extra = folders[head]
-        lines += ["", f"{head}: `{cls}(\"{name}/{sub}\"{extra})` (sentence-transformers)"]
+        export = HEAD_EXPORTS.get(head)
+        if export:
+            lines += ["", f"{head}: `{export.st_class}(\"{name}/{export.folder}\"{export.load_kwargs})` "
+                      "(sentence-transformers)"]
     lines += ["", "ONNX Runtime: `python -m l2e.onnx_export --ckpt_dir " + name + " --int8`, then "
               "`Embedder.from_onnx(\"" + name + "\")`."]
     return lines
 
 
 def _serving(settings: ModelSettings, name: str) -> List[str]:
-    pooling = _ENGINE_POOLING.get(settings.pooling_mode)
+    spec = get_pooling_spec(settings.pooling_mode)
+    pooling = spec.engine
     problems = []
     if pooling is None:
         problems.append(f"the engines have no {settings.pooling_mode} pooling")
-    if settings.skip_instruction and settings.pooling_mode in ("mean", "weighted_mean", "cls", "attention",
-                                                               "latent_attention"):
+    if settings.skip_instruction and spec.skips_instruction:
         problems.append("the engines pool the instruction's tokens too (skip-instruction is not served): query "
                         "vectors differ from l2e's")
     note = "; ".join(problems) if problems else "served vectors equal l2e's"

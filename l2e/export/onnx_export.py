@@ -102,13 +102,15 @@ class OnnxModel(nn.Module):
     def __init__(self, ckpt_dir: str, file_name: str = os.path.join(ONNX_DIR, ONNX_FILE), threads: int = 0):
         super().__init__()
         ort = _require("onnxruntime", "onnxruntime")
+        from l2e.model.pooling import get_pooling_spec
         from l2e.model.settings import ModelSettings
 
         path = os.path.join(ckpt_dir, file_name)
         if not os.path.isfile(path):
             raise OnnxError(f"{path}: not found; export it first: python -m l2e.onnx_export --ckpt_dir {ckpt_dir}")
         self.settings = ModelSettings.load(ckpt_dir)
-        if self.settings.pooling_mode in ("attention", "latent_attention") and self.settings.skip_instruction:
+        self.trainable_pooling = get_pooling_spec(self.settings.pooling_mode).trainable
+        if self.trainable_pooling and self.settings.skip_instruction:
             raise OnnxError(f"{ckpt_dir}: a trainable pooling with skip_instruction cannot run from ONNX (the graph "
                             "pools every token; it has no prompt input)")
         options = ort.SessionOptions()
@@ -126,7 +128,7 @@ class OnnxModel(nn.Module):
 
         hidden, pooled = self.session.run(None, {"input_ids": input_ids.cpu().numpy().astype("int64"),
                                                  "attention_mask": attention_mask.cpu().numpy().astype("int64")})
-        if self.pooling_mode in ("attention", "latent_attention"):
+        if self.trainable_pooling:
             return torch.from_numpy(pooled)
         return get_pooling(self.pooling_mode)(torch.from_numpy(hidden), attention_mask,
                                               pool_mask if self.skip_instruction else None)

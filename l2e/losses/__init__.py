@@ -1,8 +1,8 @@
 """Contrastive losses by name (``LOSSES``) and the one builder, ``build_loss(cfg)``.
 
 One loss per file; each registers a builder ``@register("name") def build(cfg) -> Term | None`` that reads
-the config fields it owns: ``infonce``, ``spread_out``, ``kd``, and for the representation heads ``sparse``,
-``splade``, ``splade_flops``, ``colbert``, ``self_distill`` (``heads.py``). Matryoshka (``matryoshka.py``) is not a term
+the config fields it owns: ``infonce``, ``spread_out``, ``kd``, and for the representation heads ``heads`` (one
+InfoNCE term per enabled head of ``l2e.model.heads.HEADS``), ``splade_flops``, ``self_distill`` (``heads.py``). Matryoshka (``matryoshka.py``) is not a term
 but wraps the per-dim terms. ``base`` holds the batch every term reads and explains the cross-rank
 reduction.
 """
@@ -25,8 +25,12 @@ LossFn = Callable[..., Dict[str, torch.Tensor]]
 
 
 def build_terms(cfg) -> List[Term]:
-    """Every term the config switches on, in registry order."""
-    return [term for build in LOSSES.values() if (term := build(cfg)) is not None]
+    """Every term the config switches on, in registry order (a builder gives one term, None, or a list)."""
+    terms: List[Term] = []
+    for build in LOSSES.values():
+        term = build(cfg)
+        terms += term if isinstance(term, list) else [term] if term is not None else []
+    return terms
 
 
 def build_loss(cfg) -> LossFn:

@@ -11,26 +11,27 @@ softmax is pulled towards the teacher's (cross-entropy with the detached teacher
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from l2e.losses.base import ContrastiveBatch, Term, register
 from l2e.losses.infonce import _same_key
-from l2e.model.heads import flops, head_scores
+from l2e.model.heads import enabled_heads, flops, get_head, head_option, head_scores
 
 
 def _cat_docs(p: Dict[str, torch.Tensor], n: Dict[str, torch.Tensor], name: str) -> Dict[str, torch.Tensor]:
     """Every positive then every hard negative as one batch of documents (token reps padded to one length)."""
-    if name != "colbert":
+    if get_head(name).kind != "multi_vector":
         return {name: torch.cat([p[name], n[name]]) if n[name].numel() else p[name]}
-    if not n["colbert"].numel():
-        return {"colbert": p["colbert"], "colbert_mask": p["colbert_mask"]}
-    width = max(p["colbert"].shape[1], n["colbert"].shape[1])
+    mask = f"{name}_mask"
+    if not n[name].numel():
+        return {name: p[name], mask: p[mask]}
+    width = max(p[name].shape[1], n[name].shape[1])
     pad = lambda x, w: F.pad(x, (0, 0, 0, w - x.shape[1])) if x.dim() == 3 else F.pad(x, (0, w - x.shape[1]))  # noqa: E731
-    return {"colbert": torch.cat([pad(p["colbert"], width), pad(n["colbert"], width)]),
-            "colbert_mask": torch.cat([pad(p["colbert_mask"], width), pad(n["colbert_mask"], width)])}
+    return {name: torch.cat([pad(p[name], width), pad(n[name], width)]),
+            mask: torch.cat([pad(p[mask], width), pad(n[mask], width)])}
 
 
 def candidate_scores(batch: ContrastiveBatch, name: str, mask_false_negatives: bool
@@ -103,24 +104,16 @@ def self_distillation(weights: Dict[str, float], temperatures: Dict[str, float],
     return term
 
 
-def _head_term(cfg, name: str) -> Optional[Term]:
-    if not getattr(cfg, f"{name}_enabled"):
-        return None
-    fn = head_infonce(name, temperature=getattr(cfg, f"{name}_temperature"),
-                      mask_false_negatives=cfg.mask_false_negatives)
-    return Term(name, fn, getattr(cfg, f"{name}_weight"), per_dim=False)
-
-
-@register("sparse")
-def build_sparse(cfg) -> Optional[Term]:
-    """``sparse_enabled``: InfoNCE of the lexical-weight head (``sparse_temperature``, ``sparse_weight``)."""
-    return _head_term(cfg, "sparse")
-
-
-@register("splade")
-def build_splade(cfg) -> Optional[Term]:
-    """``splade_enabled``: InfoNCE of the SPLADE head (``splade_temperature``, ``splade_weight``)."""
-    return _head_term(cfg, "splade")
+@register("heads")
+def build_heads(cfg) -> List[Term]:
+    """Each enabled head's InfoNCE (``<head>_temperature``, ``<head>_weight``; see ``l2e.model.heads``), one term
+    named after the head."""
+    terms = []
+    for name in enabled_heads(cfg):
+        fn = head_infonce(name, temperature=head_option(cfg, name, "temperature"),
+                          mask_false_negatives=cfg.mask_false_negatives)
+        terms.append(Term(name, fn, head_option(cfg, name, "weight"), per_dim=False))
+    return terms
 
 
 @register("splade_flops")
@@ -132,19 +125,13 @@ def build_splade_flops(cfg) -> Optional[Term]:
                                              doc_weight=cfg.splade_flops_doc_weight), 1.0, per_dim=False)
 
 
-@register("colbert")
-def build_colbert(cfg) -> Optional[Term]:
-    """``colbert_enabled``: InfoNCE of the multi-vector head (``colbert_temperature``, ``colbert_weight``)."""
-    return _head_term(cfg, "colbert")
-
-
 @register("self_distill")
 def build_self_distill(cfg) -> Optional[Term]:
     """``self_distill_enabled``: bge-m3 self-distillation towards the ``fusion_*_weight`` fused score."""
     if not cfg.self_distill_enabled:
         return None
-    names = ["dense"] + [h for h in ("sparse", "splade", "colbert") if getattr(cfg, f"{h}_enabled")]
-    weights = {n: getattr(cfg, f"fusion_{n}_weight") for n in names}
-    temperatures = {n: cfg.temperature if n == "dense" else getattr(cfg, f"{n}_temperature") for n in names}
+    heads = enabled_heads(cfg)
+    weights = {"dense": cfg.fusion_dense_weight, **{n: head_option(cfg, n, "fusion_weight") for n in heads}}
+    temperatures = {"dense": cfg.temperature, **{n: head_option(cfg, n, "temperature") for n in heads}}
     return Term("self_distill", self_distillation(weights, temperatures, cfg.mask_false_negatives),
                 cfg.self_distill_weight, per_dim=False)

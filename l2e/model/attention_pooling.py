@@ -21,10 +21,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from l2e.core.registry import lookup, make_register
+from l2e.core.registry import lookup
+from l2e.model.pooling import PoolingSpec, register_pooling
 
-POOLERS: Dict[str, Callable] = {}
-register = make_register(POOLERS, "trainable pooling")
+POOLERS: Dict[str, Callable] = {}  # the trainable rows of l2e.model.pooling.POOLINGS: name -> module class
+
+
+def register(name: str):
+    """``@register("attention")`` on a trainable pooling class: a row of ``POOLINGS`` (no sentence-transformers
+    Pooling flag and no engine reproduces it; l2e exports it as its own TrainablePooling module)."""
+
+    def wrap(cls):
+        register_pooling(PoolingSpec(name, cls, trainable=True), POOLERS)
+        return cls
+
+    return wrap
 
 
 def masked_mean(states: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

@@ -54,8 +54,7 @@ class EmbeddingModel(nn.Module):
         if heads is None and settings.heads:
             from l2e.model.heads import build_heads
 
-            heads = build_heads(settings.heads, backbone, settings.colbert_dim, settings.special_token_ids,
-                                settings.sparse_idf)
+            heads = build_heads(settings.heads, backbone, settings)
         self.heads = heads if heads is not None else nn.ModuleDict()
         self.carried_extras = frozenset()  # extras loaded from an earlier stage (build_model)
 

@@ -15,11 +15,16 @@ from typing import Any, Dict, Optional, Tuple
 
 from l2e.core.atomic import write_json
 from l2e.core.errors import L2EError
+from l2e.model import attention_pooling as _trainable_poolings  # noqa: F401  (their rows of POOLINGS)
+from l2e.model.heads import HEADS, enabled_heads, head_option
+from l2e.model.pooling import POOLINGS
 
 SETTINGS_FILE = "l2e_model.json"
-POOLING_MODES = ("eos", "last", "mean", "weighted_mean", "cls", "attention", "latent_attention")
-TRAINABLE_POOLING = ("attention", "latent_attention")  # l2e.model.attention_pooling.POOLERS
-HEAD_NAMES = ("sparse", "splade", "colbert")  # l2e.model.heads.HEAD_NAMES (kept here: no torch import for configs)
+# Derived from the registries when l2e loads (argparse choices); validation reads POOLINGS and HEADS themselves, so a
+# pooling or head registered later is valid too.
+POOLING_MODES = tuple(POOLINGS)
+TRAINABLE_POOLING = tuple(name for name, spec in POOLINGS.items() if spec.trainable)
+HEAD_NAMES = tuple(HEADS)
 
 
 def split_gguf(model_path: str, gguf_file: str = "") -> Tuple[str, Optional[str]]:
@@ -51,7 +56,7 @@ class ModelSettings:
     base_model_path: str = ""  # where the base weights live (an adapter checkpoint needs them)
     gguf_file: str = ""
     is_adapter: bool = False  # the folder holds a peft LoRA adapter on base_model_path, not full weights
-    heads: Tuple[str, ...] = ()  # representations besides dense: "sparse" (lexical), "splade", "colbert"
+    heads: Tuple[str, ...] = ()  # representations besides dense: names of l2e.model.heads.HEADS
     colbert_dim: int = 128  # width of the multi-vector head's token vectors
     special_token_ids: Tuple[int, ...] = ()  # ids the lexical head never weighs (the tokenizer's special tokens)
     sparse_idf: bool = False  # the lexical head scales each token's weight by sqrt(idf) (l2e.model.heads.LexicalHead)
@@ -63,15 +68,15 @@ class ModelSettings:
 
     def __post_init__(self):
         problems = []
-        if self.pooling_mode not in POOLING_MODES:
-            problems.append(f"pooling_mode={self.pooling_mode!r}; use one of {', '.join(POOLING_MODES)}")
+        if self.pooling_mode not in POOLINGS:
+            problems.append(f"pooling_mode={self.pooling_mode!r}; use one of {', '.join(POOLINGS)}")
         for name in ("query_max_length", "passage_max_length"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 problems.append(f"{name}={value!r} must be a positive integer")
-        unknown = [h for h in self.heads if h not in HEAD_NAMES]
+        unknown = [h for h in self.heads if h not in HEADS]
         if unknown:
-            problems.append(f"heads={list(self.heads)}: unknown {unknown}; use {', '.join(HEAD_NAMES)}")
+            problems.append(f"heads={list(self.heads)}: unknown {unknown}; use {', '.join(HEADS)}")
         # JSON gives lists; the record is immutable and hashable.
         object.__setattr__(self, "heads", tuple(self.heads))
         object.__setattr__(self, "special_token_ids", tuple(self.special_token_ids))
@@ -91,8 +96,8 @@ class ModelSettings:
     def from_config(cls, cfg, special_token_ids=(), source: Optional[Dict[str, str]] = None) -> "ModelSettings":
         """The settings a training run with ``cfg`` (an ``l2e.config.Config``) produces; ``source``: where the
         base weights live (default: ``cfg.model_path``)."""
-        heads = tuple(h for h in HEAD_NAMES if getattr(cfg, f"{h}_enabled"))
-        weights = (("dense", cfg.fusion_dense_weight),) + tuple((h, getattr(cfg, f"fusion_{h}_weight")) for h in heads)
+        heads = tuple(enabled_heads(cfg))
+        weights = (("dense", cfg.fusion_dense_weight),) + tuple((h, head_option(cfg, h, "fusion_weight")) for h in heads)
         return cls(pooling_mode=cfg.pooling_mode, bi_attn_enabled=cfg.bi_attn_enabled,
                    skip_instruction=cfg.skip_instruction, instruction_separator=cfg.instruction_separator,
                    query_instruction=cfg.query_instruction, query_max_length=cfg.query_len,

@@ -22,6 +22,8 @@ from l2e.core.errors import L2EError
 from l2e.data.tokens import encode_inline, encode_texts, is_decoder_tokenizer, pad_batch
 from l2e.model.bidirectional import set_bidirectional
 from l2e.model.embedding_model import EmbeddingModel, load_backbone, load_embedding_model, load_tokenizer
+from l2e.model.heads import get_head
+from l2e.model.pooling import POOLINGS, pooling_from_st_mode
 from l2e.model.precision import autocast, resolve_precision
 from l2e.model.settings import ModelSettings, source_settings, split_gguf
 
@@ -79,8 +81,8 @@ class Embedder:
                     batch_size: int = 32, max_length: Optional[int] = None, show_progress: bool = False,
                     separator: Optional[str] = None) -> Dict[str, object]:
         """Every representation ``names`` asks for, from one pass: ``dense`` (n, hidden) unit vectors;
-        ``sparse`` / ``splade`` a ``scipy.sparse.csr_matrix`` (n, vocab); ``colbert`` a list of (tokens, dim)
-        unit-vector arrays (real tokens only)."""
+        a ``sparse_vector`` head (sparse, splade) a ``scipy.sparse.csr_matrix`` (n, width); a ``multi_vector`` head
+        (colbert) a list of (tokens, dim) unit-vector arrays (real tokens only). See ``l2e.model.heads.KINDS``."""
         import scipy.sparse
 
         texts = list(texts)
@@ -97,9 +99,9 @@ class Embedder:
             for name in names:
                 if name == "dense":
                     parts[name].append(torch.nn.functional.normalize(reps["dense"].float(), dim=-1).cpu().numpy())
-                elif name == "colbert":
-                    mask = reps["colbert_mask"].cpu()
-                    parts[name] += [v[m].cpu().numpy() for v, m in zip(reps["colbert"], mask)]
+                elif get_head(name).kind == "multi_vector":
+                    mask = reps[f"{name}_mask"].cpu()
+                    parts[name] += [v[m].cpu().numpy() for v, m in zip(reps[name], mask)]
                 else:
                     parts[name].append(scipy.sparse.csr_matrix(reps[name].float().cpu().numpy()))
         inverse = np.argsort(np.asarray(order, dtype=np.int64)) if order else np.zeros(0, dtype=np.int64)
@@ -107,7 +109,7 @@ class Embedder:
         for name, chunks in parts.items():
             if name == "dense":
                 out[name] = np.concatenate(chunks)[inverse] if chunks else np.zeros((0, self.dim), np.float32)
-            elif name == "colbert":
+            elif get_head(name).kind == "multi_vector":
                 out[name] = [chunks[i] for i in inverse]
             else:
                 out[name] = scipy.sparse.vstack(chunks).tocsr()[inverse] if chunks else scipy.sparse.csr_matrix(
@@ -197,12 +199,6 @@ class Embedder:
         return cls(EmbeddingModel(backbone, settings), tokenizer, device=device, precision=precision)
 
 
-_ST_POOLING = {  # sentence-transformers 1_Pooling/config.json flag -> l2e pooling
-    "pooling_mode_mean_tokens": "mean",
-    "pooling_mode_cls_token": "cls",
-    "pooling_mode_lasttoken": "eos",
-    "pooling_mode_weightedmean_tokens": "weighted_mean",
-}
 
 
 def read_sentence_transformers(folder: str):
@@ -227,8 +223,9 @@ def read_sentence_transformers(folder: str):
 
 def _st_pooling_name(cfg: dict) -> str:
     on = [flag for flag, value in cfg.items() if flag.startswith("pooling_mode") and value]
-    names = [_ST_POOLING[f] for f in on if f in _ST_POOLING]
+    names = [name for f in on if (name := pooling_from_st_mode(f))]
     if len(on) != 1 or len(names) != 1:
+        supported = dict.fromkeys(s.st_mode for s in POOLINGS.values() if s.st_mode)
         raise L2EError(f"sentence-transformers pooling {on} is not supported; l2e supports exactly one of "
-                         f"{', '.join(_ST_POOLING)} (or pass pooling=... explicitly)")
+                         f"{', '.join(supported)} (or pass pooling=... explicitly)")
     return names[0]

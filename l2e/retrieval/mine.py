@@ -41,10 +41,18 @@ from l2e.config import ConfigError, is_hub_id, resolve_package_path
 from l2e.core.atomic import atomic_file, write_json
 from l2e.core.errors import L2EError
 from l2e.data.read import DataError, iter_json_lines, iter_raw_rows, titled_text
+from l2e.model.heads import HEADS
 from l2e.model.settings import SETTINGS_FILE
 
 FAISS_AUTO = 1_000_000  # pools this large use faiss when it is installed (multi-threaded BLAS, same results)
-SCORERS = ("dense", "sparse", "splade", "colbert", "hybrid", "bm25")
+
+
+def scorer_names() -> tuple:
+    """What ``--scorer`` may name: dense, every registered head, their hybrid, BM25."""
+    return ("dense", *HEADS, "hybrid", "bm25")
+
+
+SCORERS = scorer_names()  # at import, for argparse; validation reads scorer_names()
 
 
 class MineError(L2EError, ValueError):
@@ -331,8 +339,8 @@ def check_options(o: MineOptions) -> None:
         problems.append(f"--absolute_margin {o.absolute_margin}: expected >= 0, e.g. 0.05")
     if o.faiss and importlib.util.find_spec("faiss") is None:
         problems.append("--faiss: faiss is not installed (pip install faiss-cpu, or leave --faiss out)")
-    if o.scorer not in SCORERS:
-        problems.append(f"--scorer {o.scorer!r}: use one of {', '.join(SCORERS)}")
+    if o.scorer not in scorer_names():
+        problems.append(f"--scorer {o.scorer!r}: use one of {', '.join(scorer_names())}")
     if o.scorer != "dense" and o.faiss:
         problems.append("--faiss searches dense vectors only; leave it out with --scorer " + o.scorer)
     if os.path.isdir(o.output):

@@ -3,7 +3,8 @@ for hard-negative mining.
 
 A *scorer* indexes a corpus once and scores every document for a block of queries:
 
-- :class:`RepScorer` -- one of the model's representations (``dense``, ``sparse``, ``splade``, ``colbert``);
+- :class:`RepScorer` -- one of the model's representations (``dense`` or a head of ``l2e.model.heads.HEADS``, scored
+  by its kind: dot product of sparse vectors, mean MaxSim of multi-vectors);
 - :class:`BM25Scorer` -- BM25 (bm25s, English stopwords), the lexical baseline;
 - :class:`FusedScorer` -- a weighted sum of other scorers' scores, each min-max normalised per query over the
   corpus first (so dot products, cosines and BM25 scores add up on one scale).
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from l2e.core.errors import L2EError
+from l2e.model.heads import get_head, maxsim
 
 
 class Reps:
@@ -39,7 +41,7 @@ class Reps:
         if key == self._corpus_key:
             return
         reps = self.embedder.encode_reps(texts, self.names, **self.options)
-        self.docs = {n: _padded(v) if n == "colbert" else v for n, v in reps.items()}
+        self.docs = {n: _padded(v) if _multi_vector(n) else v for n, v in reps.items()}
         self._corpus_key, self._queries = key, {}
 
     def queries(self, texts: Sequence[str], instruction: Optional[str]) -> dict:
@@ -57,13 +59,13 @@ class Reps:
         q, d = self.queries(texts, instruction)[name], self.docs[name]
         if name == "dense":
             return q @ d.T
-        if name == "colbert":
+        if _multi_vector(name):
             return _maxsim_blocks(q, d)
         return np.asarray((q @ d.T).todense(), dtype=np.float32)
 
 
 class RepScorer:
-    """Scores of one representation: cosine (dense), dot product (sparse, splade), mean MaxSim (colbert)."""
+    """Scores of one representation: cosine (dense), dot product (sparse vectors), mean MaxSim (multi-vectors)."""
 
     def __init__(self, reps: Reps, name: str):
         self.reps, self.name = reps, name
@@ -73,7 +75,7 @@ class RepScorer:
         docs = self.reps.docs[self.name]
         if self.name == "dense":
             return float(docs.shape[1] * 4)
-        if self.name == "colbert":
+        if _multi_vector(self.name):
             vectors, mask = docs
             return float(mask.sum()) * vectors.shape[2] * 4 / max(1, vectors.shape[0])
         return docs.nnz * 8 / max(1, docs.shape[0])
@@ -83,6 +85,10 @@ class RepScorer:
 
     def score(self, queries: Sequence[str], instruction: Optional[str] = None) -> np.ndarray:
         return self.reps.scores(self.name, queries, instruction)
+
+
+def _multi_vector(name: str) -> bool:
+    return name != "dense" and get_head(name).kind == "multi_vector"
 
 
 def _padded(vectors: List[np.ndarray]):
@@ -97,8 +103,6 @@ def _padded(vectors: List[np.ndarray]):
 
 
 def _maxsim_blocks(queries: List[np.ndarray], docs, block: int = 512) -> np.ndarray:
-    from l2e.model.heads import maxsim
-
     q, q_mask = _padded(queries)
     d, d_mask = docs
     out = np.zeros((len(queries), d.shape[0]), dtype=np.float32)

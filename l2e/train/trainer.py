@@ -27,6 +27,7 @@ from l2e.core.atomic import atomic_file, staging_path, write_json
 from l2e.core.errors import L2EError
 from l2e.data.batching import BatchCollator, EpochBatches, has_teacher_scores, pair_lengths, plan_epoch
 from l2e.data.read import row_lengths
+from l2e.model.heads import enabled_heads
 from l2e.model.precision import Precision, autocast, resolve_precision
 from l2e.train import checkpoint
 from l2e.train.grad_cache import grad_cache_step
@@ -39,7 +40,7 @@ class TrainingError(L2EError):
 
 def check_runtime(cfg: Config, distributed_type) -> None:
     """Combinations the config cannot see on its own, refused before any model loads."""
-    heads = [h for h in ("sparse", "splade", "colbert") if getattr(cfg, f"{h}_enabled")]
+    heads = enabled_heads(cfg)
     if heads and cfg.cross_device_negatives and distributed_type not in (DistributedType.NO,):
         # The heads' in-batch candidates are this process's only; gathering sparse / multi-vector reps across
         # processes is not written yet, and a silent mix of local and global negatives would be wrong.
