@@ -39,12 +39,13 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import re
 import sys
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from l2e.config import ConfigError, resolve_package_path
+from l2e.core.cli import parse_weights
 from l2e.core.errors import run_main
+from l2e.core.run_layout import RunLayout
 from l2e.retrieval.mteb_wrapper import (EmbedderEncoder, EvalError, check_dims, limit_queries, load_mteb_tasks,
                               make_beir_task, run_mteb, task_names, write_per_query, write_summary)
 from l2e.model.precision import PRECISIONS
@@ -52,7 +53,6 @@ from l2e.model.pooling import pooling_from_st_mode
 from l2e.model.settings import POOLING_MODES
 
 LIMIT_SEED = 0  # --limits draws the same queries every run, so checkpoints compare on the same set
-_STEP = re.compile(r"^step_(\d+)$")
 
 
 def parse_dims(text: str) -> List[int]:
@@ -101,13 +101,6 @@ def parse_list(text: str) -> List[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
-def parse_weights(text: str) -> dict:
-    try:
-        return {k.strip(): float(v) for k, v in (item.split("=") for item in text.split(",") if item.strip())}
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected name=weight,name=weight, e.g. dense=1,sparse=0.3")
-
-
 def check_args(args: argparse.Namespace) -> None:
     """Every argument problem at once, before any data or model loads."""
     problems = []
@@ -140,11 +133,11 @@ def find_checkpoints(ckpt_dir: str, evaluate_all: bool) -> List[Tuple[str, str]]
     """``(label, path)`` of the checkpoints to score: ``ckpt_dir`` itself, or its step_* (by step) and final."""
     if not evaluate_all:
         return [(os.path.basename(os.path.normpath(ckpt_dir)), ckpt_dir)]
-    steps = sorted((int(m.group(1)), name) for name in os.listdir(ckpt_dir)
-                   if (m := _STEP.match(name)) and os.path.isdir(os.path.join(ckpt_dir, name)))
-    names = [name for _, name in steps]
-    if os.path.isdir(os.path.join(ckpt_dir, "final")):
-        names.append("final")
+    from l2e.train.checkpoint import list_checkpoints
+
+    names = [os.path.basename(path) for path in list_checkpoints(ckpt_dir)]  # by step
+    if os.path.isdir(RunLayout(ckpt_dir).final):
+        names.append(RunLayout.FINAL)
     if not names:
         raise EvalError(f"--evaluate_all: no step_* checkpoint folders (nor final) in {ckpt_dir}")
     return [(name, os.path.join(ckpt_dir, name)) for name in names]
@@ -166,10 +159,12 @@ def model_loaders(args: argparse.Namespace) -> List[Tuple[str, Callable]]:
 
     overrides = {k: v for k, v in {"pooling_mode": args.pooling, "bi_attn_enabled": args.bi_attn}.items()
                  if v is not None}
+    defaults = {"query_instruction": args.query_instruction, "max_length": args.max_length}  # None: the model's
+
     def load(path: str):
         if args.onnx:  # the checkpoint's ONNX export, run by ONNX Runtime (python -m l2e.onnx_export)
-            return Embedder.from_onnx(path, args.onnx)
-        return Embedder.from_checkpoint(path, precision=args.precision, **overrides)
+            return Embedder.from_onnx(path, args.onnx, **defaults)
+        return Embedder.from_checkpoint(path, precision=args.precision, **defaults, **overrides)
 
     suffix = f":onnx({os.path.basename(args.onnx)})" if args.onnx else ""
     loaders = [(label + suffix, lambda p=path: load(p))
@@ -186,7 +181,10 @@ def load_baseline(path: str, args: argparse.Namespace):
 
     options = sentence_transformers_options(path)
     pooling = args.baseline_pooling or options.pop("pooling", None)
-    return Embedder.from_pretrained(path, pooling=pooling, precision=args.precision, **options)
+    if args.query_instruction is not None:  # the command line's instruction wins over the folder's prompt
+        options["query_instruction"] = args.query_instruction
+    return Embedder.from_pretrained(path, pooling=pooling, precision=args.precision, max_length=args.max_length,
+                                    **options)
 
 
 
@@ -231,9 +229,8 @@ def evaluate_model(embedder, label: str, tasks: list, args: argparse.Namespace, 
                    record: Callable[[List[dict]], None]) -> None:
     """Dense rows through MTEB, then each search row; ``record`` gets each batch of rows as it is scored."""
     dims = check_dims(args.dims, embedder.dim)
-    encoder = EmbedderEncoder(embedder, label, query_instruction=args.query_instruction,
-                              document_instruction=args.document_instruction, max_length=args.max_length,
-                              show_progress=True, cache=len(dims) > 1)
+    encoder = EmbedderEncoder(embedder, label, document_instruction=args.document_instruction, show_progress=True,
+                              cache=len(dims) > 1)
     record(run_mteb(encoder, tasks, dims, batch_size=args.batch_size, output_folder=output_folder,
                     show_progress=True))
     evaluate_searches(searches(embedder, label, args), tasks, output_folder, record)
@@ -253,8 +250,7 @@ def searches(embedder, label: str, args: argparse.Namespace) -> list:
     names = sorted({r for r in wanted if r != "hybrid"} | ({"dense"} | set(weights) if "hybrid" in wanted else set())
                    | ({"dense"} if args.bm25 else set()))
     names = [n for n in names if n != "bm25"]
-    reps = Reps(embedder, names, query_instruction=args.query_instruction, batch_size=args.batch_size,
-                max_length=args.max_length, show_progress=True)
+    reps = Reps(embedder, names, batch_size=args.batch_size, show_progress=True)
     scorers = {n: RepScorer(reps, n) for n in names}
     out = [MtebSearch(scorers[r], f"{label}:{r}") for r in wanted if r not in ("hybrid", "dense")]
     if "dense" in wanted:

@@ -35,57 +35,13 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from l2e.core.cli import options_parser
 from l2e.core.errors import run_main
-from l2e.model.precision import PRECISIONS
-from l2e.model.settings import POOLING_MODES
-from l2e.retrieval.mine import SCORERS
+from l2e.retrieval.mine import MineOptions
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    arg = p.add_argument
-    # --- input, output, model
-    arg("--input", required=True, help="FlagEmbedding-style JSONL: query, pos, neg (...)")
-    arg("--output", required=True, help="OUT.jsonl (or .parquet); OUT.stats.json is written next to it")
-    arg("--output_format", choices=("jsonl", "parquet"), default="jsonl")
-    arg("--model", default="", help="l2e checkpoint, HF / sentence-transformers folder, .gguf, pkg:... "
-        "(not needed with --scorer bm25)")
-    arg("--gguf_file", default="", help="GGUF file inside --model when --model is a folder")
-    arg("--corpus", help="extra candidate pool: JSONL of {\"text\": ...} or a BEIR corpus.jsonl")
-    # --- selection
-    arg("--range", default="10-100", help="0-based rank window START-END (END excluded)")
-    arg("--negative_number", type=int, default=15, help="negatives sampled per row")
-    arg("--relative_margin", type=float, help="drop score > margin x pos_score (e.g. 0.95)")
-    arg("--absolute_margin", type=float, help="drop score > pos_score - margin (e.g. 0.05)")
-    arg("--seed", type=int, default=0)
-    # --- encoding
-    arg("--pooling", choices=POOLING_MODES, help="default: the checkpoint's / sentence-transformers'")
-    arg("--bi_attn", action="store_true", help="bidirectional attention (default: a checkpoint's own, else off)")
-    arg("--query_instruction", help="default: the checkpoint's, else none; a row's prompt wins")
-    arg("--max_length", type=int, help="token cap for queries and passages (default: the model's)")
-    arg("--batch_size", type=int, default=32)
-    arg("--precision", choices=PRECISIONS, default="fp32",
-        help="encoder arithmetic: bf16 autocast, or auto (bf16 where the CPU has it natively and it is faster)")
-    # --- search
-    arg("--scorer", default="dense", choices=SCORERS,
-        help="what ranks the pool: the model's dense vectors or one of its heads, their hybrid (fused, min-max "
-        "normalised scores), or BM25 (bm25s; no model)")
-    arg("--hybrid_weights", type=parse_weights, default=None,
-        help="--scorer hybrid: e.g. dense=1,sparse=0.3,bm25=0.5 (default: the model's fusion weights)")
-    arg("--cross_encoder", default="", help="a sentence-transformers CrossEncoder folder (pkg:... too) that re-scores "
-        "the first stage's top END candidates and each positive: the window, the filters and the written scores "
-        "are then the cross-encoder's")
-    arg("--block", type=int, default=1024, help="queries scored per search block")
-    arg("--faiss", action="store_true", help="search with faiss.IndexFlatIP (pip install faiss-cpu)")
-    arg("--max_rows", type=int, default=0, help="mine only the first N rows (0 = all)")
-    return p
-
-
-def parse_weights(text: str) -> dict:
-    try:
-        return {k.strip(): float(v) for k, v in (item.split("=") for item in text.split(",") if item.strip())}
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected name=weight,name=weight, e.g. dense=1,bm25=0.5")
+    return options_parser(MineOptions, description=__doc__)  # every option is a MineOptions field
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -93,7 +49,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def mine(args: argparse.Namespace) -> int:
-    from l2e.retrieval.mine import MineOptions, run
+    from l2e.retrieval.mine import run
 
     stats = run(MineOptions(**vars(args)))  # check options -> read -> encode -> search -> write
     n = stats["negatives_per_row"]

@@ -44,54 +44,13 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from l2e.core.cli import options_parser
 from l2e.core.errors import run_main
-from l2e.data.read import TASK_TYPES
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults (but not empty ones) and keep the docstring's command lines as written."""
-
-    def _get_help_string(self, action):
-        return action.help if action.default in ("", None) else super()._get_help_string(action)
+from l2e.data.prepare import TokenizeOptions
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
-    arg = p.add_argument
-    # --- input, output, tokenizer
-    arg("--input_dir", required=True,
-        help="folder of datasets, one *.parquet or *.jsonl file each; name = file stem (train.* takes the folder's)")
-    arg("--output_dir", required=True, help="output folder; replaced as a whole once the new output is complete")
-    arg("--tokenizer", default="", help="local tokenizer (or model) folder")
-    arg("--model_path", default="", help="local model folder to take the tokenizer from (instead of --tokenizer)")
-    arg("--gguf_file", default="", help="GGUF file inside --model_path whose tokenizer to use")
-    # --- lengths and instructions
-    arg("--max_seq_length", type=int, default=512, help="cap for any sequence, in tokens (EOS included)")
-    arg("--query_max_length", type=int, default=0, help="cap for queries incl. instruction; 0 = max_seq_length")
-    arg("--passage_max_length", type=int, default=0, help="cap for passages and negatives; 0 = max_seq_length")
-    arg("--instruction", default="", help="query instruction for every dataset, e.g. 'Instruct: ...\\nQuery:'")
-    arg("--instructions_file", default="", help="JSON {dataset: instruction}; overrides --instruction per dataset")
-    arg("--instruction_separator", default="Query:",
-        help="queries without an instruction: the part up to and including this text is their inline "
-        "instruction ('' = never split); must match the training config's instruction_separator")
-    arg("--task_types", default="",
-        help=f"JSON {{dataset: type}} or name=type,...; types: {', '.join(TASK_TYPES)}; overrides the rows' "
-        "'type' field; default: the rows' 'type', else retrieval")
-    # --- split
-    arg("--valid_fraction", type=float, default=0.01, help="share of queries held out for validation")
-    arg("--valid_max_rows", type=int, default=1000, help="cap on validation rows per dataset; 0 = no cap")
-    arg("--seed", type=int, default=42, help="seed of the train/valid split")
-    # --- throughput
-    arg("--batch_size", type=int, default=1000, help="rows per streaming batch (memory is bounded by a few batches)")
-    arg("--num_proc", type=int, default=1, help="tokenizer processes")
-    arg("--max_rows", type=int, default=0, help="read at most this many input rows per dataset; 0 = all")
-    arg("--text_from", default="", choices=("", "query", "pos", "neg"),
-        help="turn query/pos rows into raw texts for an unsupervised stage (mntp, simcse): every distinct text "
-        "of this field becomes one row")
-    arg("--min_negatives", type=int, default=0,
-        help="skip rows with fewer hard negatives (mining's false-negative filter can empty a row; shorter "
-        "rows are otherwise topped up at training time, see README)")
-    return p
+    return options_parser(TokenizeOptions, description=__doc__)  # every option is a TokenizeOptions field
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -99,7 +58,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def tokenize(args: argparse.Namespace) -> int:
-    from l2e.data.prepare import TokenizeOptions, run
+    from l2e.data.prepare import run
 
     stats = run(TokenizeOptions(**vars(args)))  # check options -> read -> tokenize -> swap the folder in
     t = stats["totals"]

@@ -77,12 +77,12 @@ def own_max_length(path: str) -> int:
     return read_sentence_transformers(path)[1] or 512
 
 
-def load_embedder(path: str, precision: str):
+def load_embedder(path: str, precision: str, max_length: int):
     from l2e.retrieval.embedder import Embedder
 
     if os.path.isfile(os.path.join(path, "l2e_model.json")):  # an l2e checkpoint: its own saved settings
-        return Embedder.from_checkpoint(path, device="cpu", precision=precision)
-    return Embedder.from_pretrained(path, device="cpu", precision=precision)
+        return Embedder.from_checkpoint(path, device="cpu", precision=precision, max_length=max_length)
+    return Embedder.from_pretrained(path, device="cpu", precision=precision, max_length=max_length)
 
 
 def build_encode(args, kind: str, precision: str):
@@ -104,10 +104,9 @@ def build_encode(args, kind: str, precision: str):
     if kind == "onnx":
         from l2e.retrieval.embedder import Embedder
 
-        ours = Embedder.from_onnx(args.onnx_dir, threads=torch.get_num_threads())
+        ours = Embedder.from_onnx(args.onnx_dir, threads=torch.get_num_threads(), max_length=args.max_length)
     else:
-        ours = load_embedder(args.path, precision)
-    ours.max_length = args.max_length
+        ours = load_embedder(args.path, precision, args.max_length)
     if kind == "unsorted":
         import numpy as np
 
@@ -154,7 +153,7 @@ def export_onnx_copy(args) -> dict:
     from l2e.export.final import export_final
     from l2e.export.onnx_export import export_onnx
 
-    ours = load_embedder(args.path, "fp32")
+    ours = load_embedder(args.path, "fp32", args.max_length)
     export_final(ours.model, ours.tokenizer, args.onnx_dir)
     return {"onnx": export_onnx(args.onnx_dir)}
 

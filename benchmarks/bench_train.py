@@ -37,13 +37,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Dict, List
 

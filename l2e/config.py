@@ -22,7 +22,7 @@ from l2e.core.errors import L2EError
 from l2e.model.precision import PRECISIONS
 from l2e.model.heads import HEADS, enabled_heads
 from l2e.model.pooling import POOLINGS
-from l2e.model.settings import POOLING_MODES  # noqa: F401  (re-exported)
+from l2e.model.settings import INSTRUCTION_SEPARATOR, POOLING_MODES  # noqa: F401  (POOLING_MODES re-exported)
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 LR_SCHEDULERS = ("cosine", "constant")
 LORA_BIASES = ("none", "all", "lora_only")
@@ -160,7 +160,7 @@ class Config:
     latent_head_dim: int = 64  # width of each head (NV-Embed-v2: 4096)
     latent_mlp_mult: int = 1  # GEGLU feed-forward width, x hidden (NV-Embed-v2: 4)
     skip_instruction: bool = False  # exclude the instruction prefix of queries from pooling
-    instruction_separator: str = "Query:"  # where the instruction ends when it is not recorded
+    instruction_separator: str = INSTRUCTION_SEPARATOR  # where the instruction ends when it is not recorded
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -225,15 +225,19 @@ def _range_problems(cfg: Config) -> List[str]:
     for name in positive:
         if getattr(cfg, name) <= 0:
             p.append(f"{name}={getattr(cfg, name)} must be > 0")
+    # Each registered head's own weights and temperature (l2e.model.heads: <name>_weight, fusion_<name>_weight,
+    # <name>_temperature where the head has them), so a new head's fields are checked without an edit here.
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    head_weights = [n for h in HEADS for n in (f"{h}_weight", f"fusion_{h}_weight") if n in fields]
+    head_temperatures = [n for h in HEADS if (n := f"{h}_temperature") in fields]
     for name in ["num_hard_neg", "query_max_length", "passage_max_length", "warmup_steps", "keep_last_n",
                  "eval_max_queries", "dataloader_num_workers", "train_epochs", "num_layers", "weight_decay", "max_grad_norm",
-                 "min_lr", "spread_weight", "kd_weight", "memory_budget_gb", "malloc_mmap_threshold_mb", "sparse_weight",
-                 "splade_weight", "colbert_weight", "splade_flops_query_weight", "splade_flops_doc_weight", "self_distill_weight",
-                 "fusion_dense_weight", "fusion_sparse_weight", "fusion_splade_weight", "fusion_colbert_weight"]:
+                 "min_lr", "spread_weight", "kd_weight", "memory_budget_gb", "malloc_mmap_threshold_mb",
+                 "splade_flops_query_weight", "splade_flops_doc_weight", "self_distill_weight", "fusion_dense_weight",
+                 *head_weights]:
         if getattr(cfg, name) < 0:
             p.append(f"{name}={getattr(cfg, name)} must be >= 0")
-    for name in ["learning_rate", "temperature", "spread_t", "kd_temperature", "sparse_temperature",
-                 "splade_temperature", "colbert_temperature", "colbert_dim"]:
+    for name in ["learning_rate", "temperature", "spread_t", "kd_temperature", "colbert_dim", *head_temperatures]:
         if getattr(cfg, name) <= 0:
             p.append(f"{name}={getattr(cfg, name)} must be > 0")
     if cfg.false_negative_margin < 0 and cfg.false_negative_margin != -1:

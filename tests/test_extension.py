@@ -79,7 +79,7 @@ def test_a_head_and_a_pooling_from_one_file_train_export_and_score(toys, tmp_pat
     assert "norm (toy: one number per text)" in (final / "README.md").read_text()
     assert json.loads((final / "1_Pooling" / "config.json").read_text())["pooling_mode_max_tokens"] is True
 
-    embedder = Embedder.from_checkpoint(str(final))
+    embedder = Embedder.from_checkpoint(str(final), query_instruction="")
     docs = ["the cat sleeps on a mat", "the dog barks at night", "a fish swims"]
     reps = embedder.encode_reps(docs, ["dense", "norm"])
     assert reps["norm"].shape == (3, 1) and (reps["norm"].toarray() > 0).all()
@@ -87,7 +87,7 @@ def test_a_head_and_a_pooling_from_one_file_train_export_and_score(toys, tmp_pat
     np.testing.assert_allclose(st, reps["dense"], atol=2e-5)  # the max pooling exported as sentence-transformers'
 
     queries = ["a cat", "a dog"]
-    shared = Reps(embedder, ["dense", "norm"], query_instruction="")
+    shared = Reps(embedder, ["dense", "norm"])
     norm = RepScorer(shared, "norm")
     norm.index(docs)
     q = embedder.encode_reps(queries, ["norm"])["norm"].toarray()

@@ -204,3 +204,20 @@ def test_moved_names_are_the_same_module():
 
     from l2e.export.st_modules import TrainablePooling
     assert import_from_string("l2e.st_modules.TrainablePooling") is TrainablePooling
+
+
+def test_run_folder_names_are_written_only_in_run_layout():
+    """``l2e.core.run_layout.RunLayout`` is the one place a run folder's file names live."""
+    from l2e.core.run_layout import RunLayout
+
+    names = set(RunLayout.RUN_FILES) - {RunLayout.CONFIG} | {RunLayout.MERGE_RECORD}  # config.json: transformers' too
+    found = []
+    for path in [*PACKAGE.rglob("*.py"), *ROOT.glob("*.py")]:
+        if path.name == "run_layout.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in names:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
+    assert found == []
+    layout = RunLayout("out/x")
+    assert layout.step(12) == "out/x/step_12" and RunLayout.of_export(layout.final) == layout

@@ -12,7 +12,8 @@ import pytest
 from helpers_data import DEBIAN, TOKENIZER, debian_rows, tokenize_data, write_jsonl
 from helpers_models import tiny_qwen3
 
-from l2e.retrieval.mine import build_pool, mine_negatives, read_corpus, search_topk, write_parquet
+from l2e.retrieval.mine import build_pool, mine_negatives, read_corpus, write_parquet
+from l2e.retrieval.search import dense_top_k as search_topk
 from mine import main
 
 Q = np.array([[1.0, 0.0]], dtype=np.float32)  # one query; a passage's score is its first coordinate

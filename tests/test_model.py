@@ -10,7 +10,7 @@ from helpers_models import TINY_MODELS, tiny_config
 from l2e.core.errors import ModelError
 from l2e.model.embedding_model import (
     SETTINGS_FILE, EmbeddingModel, ModelNotAvailableError, build_model, ensure_pad_token, load_embedding_model,
-    merge_and_save, resolve_dtype, split_gguf,
+    resolve_dtype, split_gguf,
 )
 from l2e.data.tokens import encode_texts, pad_batch
 from l2e.model.settings import ModelSettings, SettingsError
@@ -236,13 +236,13 @@ def test_adapter_path_without_lora_enabled_is_an_error(tmp_path):
 
 
 @pytest.mark.parametrize("arch", ["qwen3", "deepseek_v3"])
-def test_merge_and_save_matches_unmerged(arch, tmp_path):
+def test_merge_adapter_matches_unmerged(arch, tmp_path):
     model, tokenizer = build_model(tiny_config(arch, lora_enabled=True, lora_dropout=0.0, pooling_mode="mean"))
     randomize_lora(model)
     batch = make_batch(tokenizer)
     unmerged = embed(model, batch)
-    merge_and_save(model, str(tmp_path), tokenizer)
-    assert not model.is_adapter
+    assert model.merge_adapter() is model and not model.is_adapter
+    model.save(str(tmp_path), tokenizer)
     torch.testing.assert_close(embed(model, batch), unmerged, atol=1e-5, rtol=1e-5)
     files = set(os.listdir(tmp_path))
     assert "model.safetensors" in files and "adapter_config.json" not in files
@@ -251,10 +251,12 @@ def test_merge_and_save_matches_unmerged(arch, tmp_path):
     torch.testing.assert_close(embed(loaded, batch), unmerged, atol=1e-5, rtol=1e-5)
 
 
-def test_merge_without_adapter_is_an_error(tmp_path):
+def test_merging_a_plain_model_changes_nothing():
     model, tokenizer = build_model(tiny_config("qwen3"))
-    with pytest.raises(ModelError, match="merge_and_save needs a LoRA model"):
-        merge_and_save(model, str(tmp_path), tokenizer)
+    backbone, batch = model.backbone, make_batch(tokenizer)
+    before = embed(model, batch)
+    assert model.merge_adapter() is model and model.backbone is backbone
+    torch.testing.assert_close(embed(model, batch), before)
 
 
 def test_lora_targets_that_match_nothing_list_the_linear_layers():

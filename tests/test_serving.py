@@ -93,3 +93,24 @@ def test_onnx_errors_are_one_line(tmp_path, capsys):
         Embedder.from_onnx(final)
     assert main(["--ckpt_dir", str(tmp_path)]) == 2
     assert "not an l2e checkpoint" in capsys.readouterr().err
+
+
+def test_export_targets_registry_writes_onnx_from_the_merged_model(tmp_path):
+    """The ONNX export as a named target of export_final: a LoRA model is merged once and the graph, traced from
+    the plain weights just written, gives l2e's vectors; a bad target list is refused before anything is written."""
+    from l2e.export.final import DEFAULT_TARGETS, EXPORT_TARGETS
+
+    assert set(DEFAULT_TARGETS) < set(EXPORT_TARGETS) and "onnx" in EXPORT_TARGETS
+    cfg = tiny_config("qwen3", max_seq_length=64, pooling_mode="mean", bi_attn_enabled=True, lora_enabled=True,
+                      query_instruction=INSTRUCTION)
+    model, tok = build_model(cfg)
+    with pytest.raises(ValueError, match="start with 'hf'"):
+        export_final(model, tok, str(tmp_path / "bad"), targets=("onnx",))
+    with pytest.raises(ValueError, match="then any of hf, sentence-transformers"):
+        export_final(model, tok, str(tmp_path / "bad"), targets=("hf", "tflite"))
+    assert not os.path.exists(tmp_path / "bad") and model.is_adapter
+    final = export_final(model, tok, str(tmp_path / "run" / "final"), targets=(*DEFAULT_TARGETS, "onnx"))
+    assert os.path.isfile(os.path.join(final, "onnx", "model.onnx")) and not model.is_adapter
+    assert os.path.isfile(tmp_path / "run" / "final_adapter" / "adapter_config.json")
+    ours, onnx = Embedder.from_checkpoint(final), Embedder.from_onnx(final)
+    np.testing.assert_allclose(onnx.encode_queries(QUERIES), ours.encode_queries(QUERIES), atol=1e-4)

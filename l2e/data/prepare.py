@@ -23,39 +23,48 @@ from tqdm import tqdm
 
 from l2e.config import MIN_SEQ_LENGTH, ConfigError, resolve_package_path
 from l2e.core.atomic import begin_dir, recover, replace_dir, write_json
+from l2e.core.cli import option
 from l2e.data.read import (
     META_FILE, PASSAGE_SCHEMA, PASSAGES_FILE, RAW_TEXT_TASKS, ROW_SCHEMA, SPLITS, STATS_FILE, TASK_TYPES, DataError,
     RawRow, dataset_files, iter_raw_rows, raw_text_row, read_json, stable_unit, text_key,
 )
+from l2e.model.settings import INSTRUCTION_SEPARATOR
 
 PERCENTILES = (50, 90, 99)
+TEXT_FROM = ("", "query", "pos", "neg")  # --text_from: which field's distinct texts become raw-text rows
 MARKER_FILE = ".l2e_tokenized"  # what makes a folder this pipeline's own output (and so replaceable)
 
 
 @dataclass
 class TokenizeOptions:
-    """What ``tokenize_data.py`` takes on its command line (see its ``--help`` for each option)."""
+    """What ``tokenize_data.py`` takes: each field is its ``--option`` (``l2e.core.cli``), defined only here."""
 
-    input_dir: str
-    output_dir: str
-    tokenizer: str = ""
-    model_path: str = ""
-    gguf_file: str = ""
-    max_seq_length: int = 512
-    query_max_length: int = 0
-    passage_max_length: int = 0
-    instruction: str = ""
-    instructions_file: str = ""
-    instruction_separator: str = "Query:"
-    task_types: str = ""
-    valid_fraction: float = 0.01
-    valid_max_rows: int = 1000
-    seed: int = 42
-    batch_size: int = 1000
-    num_proc: int = 1
-    max_rows: int = 0
-    min_negatives: int = 0
-    text_from: str = ""  # query, pos or neg: every distinct text of that field becomes a raw-text row
+    input_dir: str = option(help="folder of datasets, one *.parquet or *.jsonl file each; name = file stem "
+                            "(train.* takes the folder's)", group="input, output, tokenizer")
+    output_dir: str = option(help="output folder; replaced as a whole once the new output is complete")
+    tokenizer: str = option("", "local tokenizer (or model) folder")
+    model_path: str = option("", "local model folder to take the tokenizer from (instead of --tokenizer)")
+    gguf_file: str = option("", "GGUF file inside --model_path whose tokenizer to use")
+    max_seq_length: int = option(512, "cap for any sequence, in tokens (EOS included)", group="lengths and instructions")
+    query_max_length: int = option(0, "cap for queries incl. instruction; 0 = max_seq_length")
+    passage_max_length: int = option(0, "cap for passages and negatives; 0 = max_seq_length")
+    instruction: str = option("", "query instruction for every dataset, e.g. 'Instruct: ...\\nQuery:'")
+    instructions_file: str = option("", "JSON {dataset: instruction}; overrides --instruction per dataset")
+    instruction_separator: str = option(
+        INSTRUCTION_SEPARATOR, "queries without an instruction: the part up to and including this text is their "
+        "inline instruction ('' = never split); must match the training config's instruction_separator")
+    task_types: str = option("", f"JSON {{dataset: type}} or name=type,...; types: {', '.join(TASK_TYPES)}; overrides "
+                             "the rows' 'type' field; default: the rows' 'type', else retrieval")
+    valid_fraction: float = option(0.01, "share of queries held out for validation", group="split")
+    valid_max_rows: int = option(1000, "cap on validation rows per dataset; 0 = no cap")
+    seed: int = option(42, "seed of the train/valid split")
+    batch_size: int = option(1000, "rows per streaming batch (memory is bounded by a few batches)", group="throughput")
+    num_proc: int = option(1, "tokenizer processes")
+    max_rows: int = option(0, "read at most this many input rows per dataset; 0 = all")
+    text_from: str = option("", "turn query/pos rows into raw texts for an unsupervised stage (mntp, simcse): every "
+                            "distinct text of this field becomes one row", choices=TEXT_FROM)
+    min_negatives: int = option(0, "skip rows with fewer hard negatives (mining's false-negative filter can empty a "
+                                "row; shorter rows are otherwise topped up at training time, see README)")
 
     @property
     def query_len(self) -> int:
@@ -88,7 +97,7 @@ def check_options(o: TokenizeOptions) -> None:
     for name in ("valid_max_rows", "max_rows", "min_negatives"):
         if getattr(o, name) < 0:
             problems.append(f"--{name}={getattr(o, name)} must be >= 0")
-    if o.text_from not in ("", "query", "pos", "neg"):
+    if o.text_from not in TEXT_FROM:
         problems.append(f"--text_from {o.text_from!r}: use query, pos or neg")
     if not 0 <= o.valid_fraction < 1:
         problems.append(f"--valid_fraction={o.valid_fraction} must be in [0, 1)")

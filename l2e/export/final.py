@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from l2e.core.atomic import atomic_dir, write_json
+from l2e.core.registry import make_register
+from l2e.core.run_layout import RunLayout
 from l2e.data.tokens import is_decoder_tokenizer
 from l2e.export.head_exports import write_head_exports
 from l2e.model.pooling import get_pooling_spec
@@ -28,36 +30,70 @@ from l2e.model.settings import ModelSettings
 TRAINING_CONFIG_FILE = "training_config.json"
 
 
+# --- export targets: each writes one kind of file into the folder being built, from the one (merged) model ------
+EXPORT_TARGETS: Dict[str, Callable[[str, Any, Any], None]] = {}
+register_target = make_register(EXPORT_TARGETS, "export target")
+DEFAULT_TARGETS = ("hf", "sentence-transformers", "engines", "heads")
+
+
+@register_target("hf")
+def _write_hf(folder: str, model, tokenizer) -> None:
+    """transformers weights (or the peft adapter), tokenizer, ``l2e_model.json`` and the heads' weights; the
+    other targets edit or add to what it writes, so it comes first."""
+    model.save(folder, tokenizer)
+
+
+@register_target("sentence-transformers")
+def _write_st(folder: str, model, tokenizer) -> None:
+    write_sentence_transformers_files(folder, tokenizer, model.current_settings(), model.hidden_size, model.pooler)
+
+
+@register_target("engines")
+def _write_engines(folder: str, model, tokenizer) -> None:
+    write_engine_files(folder, model.current_settings())
+
+
+@register_target("heads")
+def _write_heads(folder: str, model, tokenizer) -> None:
+    write_head_exports(folder, model)  # each head's own layout (sparse_encoder/, colbert/...), l2e.model.heads
+
+
+@register_target("onnx")
+def _write_onnx(folder: str, model, tokenizer) -> None:
+    """``onnx/model.onnx`` traced from the plain weights just written (not a default: it takes minutes)."""
+    from l2e.export.onnx_export import export_onnx
+
+    export_onnx(folder)
+
+
 def export_final(model, tokenizer, folder: str, *, merge_lora: bool = True, training_config=None,
-                 run: Optional[dict] = None) -> str:
+                 run: Optional[dict] = None, targets: Sequence[str] = DEFAULT_TARGETS) -> str:
     """Write ``folder`` atomically (old or new ``folder`` exists at every instant); returns ``folder``.
 
-    ``training_config`` (an ``l2e.config.Config``) is copied in as ``training_config.json`` for the record;
-    with ``run`` (steps, samples, validation history) they make the model card ``README.md``.
+    ``targets``: names of :data:`EXPORT_TARGETS`, run in order into the folder ("hf" first). A LoRA model is
+    written as its adapter (``final_adapter/``, or ``folder`` itself with ``merge_lora=False``), then merged
+    once (``EmbeddingModel.merge_adapter``) and every target reads that merged model. ``training_config`` (an
+    ``l2e.config.Config``) is copied in as ``training_config.json`` for the record; with ``run`` (steps,
+    samples, validation history) they make the model card ``README.md``.
     """
-    from l2e.model.embedding_model import merge_and_save
-
+    unknown = [t for t in targets if t not in EXPORT_TARGETS]
+    if unknown or not targets or targets[0] != "hf":
+        raise ValueError(f"export targets {list(targets)}: start with 'hf', then any of {', '.join(EXPORT_TARGETS)}")
     if model.is_adapter:
-        adapter_dir = os.path.join(os.path.dirname(folder), "final_adapter") if merge_lora else folder
-        with atomic_dir(adapter_dir) as tmp:
-            model.save(tmp, tokenizer)
-            _write_config(tmp, training_config, model, run, adapter_dir)
+        adapter_dir = RunLayout.of_export(folder).final_adapter if merge_lora else folder
+        _write_folder(adapter_dir, model, tokenizer, ("hf",), training_config, run)
         if not merge_lora:
             return folder
-        with atomic_dir(folder) as tmp:
-            merge_and_save(model, tmp, tokenizer)
-            write_sentence_transformers_files(tmp, tokenizer, model.current_settings(), model.hidden_size, model.pooler)
-            write_engine_files(tmp, model.current_settings())
-            write_head_exports(tmp, model)
-            _write_config(tmp, training_config, model, run, folder)
-        return folder
-    with atomic_dir(folder) as tmp:
-        model.save(tmp, tokenizer)
-        write_sentence_transformers_files(tmp, tokenizer, model.current_settings(), model.hidden_size, model.pooler)
-        write_engine_files(tmp, model.current_settings())
-        write_head_exports(tmp, model)
-        _write_config(tmp, training_config, model, run, folder)
+        model.merge_adapter()
+    _write_folder(folder, model, tokenizer, targets, training_config, run)
     return folder
+
+
+def _write_folder(dest: str, model, tokenizer, targets: Sequence[str], training_config, run) -> None:
+    with atomic_dir(dest) as tmp:
+        for name in targets:
+            EXPORT_TARGETS[name](tmp, model, tokenizer)
+        _write_config(tmp, training_config, model, run, dest)
 
 
 def write_engine_files(folder: str, settings: ModelSettings) -> None:

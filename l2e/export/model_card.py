@@ -10,6 +10,7 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
+from l2e.core.run_layout import RunLayout
 from l2e.export.head_exports import HEAD_EXPORTS
 from l2e.model.heads import enabled_heads, get_head
 from l2e.model.pooling import get_pooling_spec
@@ -29,7 +30,7 @@ def write_model_card(folder: str, settings: ModelSettings, hidden_size: int, tra
 def card_title(path: str) -> str:
     """``output/run/final`` -> ``run``; any other folder -> its own name."""
     parts = os.path.normpath(path).split(os.sep)
-    return parts[-2] if parts[-1] in ("final", "final_adapter") and len(parts) > 1 else parts[-1]
+    return parts[-2] if parts[-1] in (RunLayout.FINAL, RunLayout.FINAL_ADAPTER) and len(parts) > 1 else parts[-1]
 
 
 def model_card(settings: ModelSettings, hidden: int, cfg, run: Dict[str, Any], path: str) -> str:

@@ -65,9 +65,7 @@ def export_onnx(ckpt_dir: str, opset: int = 18) -> str:
     from l2e.model.embedding_model import load_embedding_model
 
     model, tokenizer = load_embedding_model(ckpt_dir, torch_dtype="float32")
-    if model.is_adapter:
-        model.backbone = model.backbone.merge_and_unload()
-    model.eval()
+    model.merge_adapter().eval()
     # Traced on a padded batch of two texts: the graph keeps the masking general (checked in the tests).
     ids, lens = encode_texts(tokenizer, ["a short text", "a longer text that needs more tokens than the first"], 64)
     batch = pad_batch(ids, tokenizer.pad_token_id, lens)

@@ -74,6 +74,18 @@ class EmbeddingModel(nn.Module):
     def is_adapter(self) -> bool:
         return _is_peft(self.backbone)
 
+    def merge_adapter(self) -> "EmbeddingModel":
+        """Fold the LoRA adapter into the base weights, in place (a plain model is left as it is): the one merge
+        behind exports, the ONNX graph, a chain stage started from an adapter and weight averaging. A 4/8-bit
+        base (QLoRA) cannot hold merged weights, so the base is reloaded unquantized and the adapter applied
+        first. Same embeddings before and after (peft's ``merge_and_unload``)."""
+        if not self.is_adapter:
+            return self
+        if _is_kbit(self.backbone):
+            self.backbone = _reload_unquantized(self)
+        self.backbone = self.backbone.merge_and_unload()
+        return self
+
     def token_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(batch, seq, hidden) last hidden states."""
         # Positions counted over real tokens: a left-padded text gets the same positions (and the same
@@ -362,7 +374,7 @@ def _start_from(cfg):
             # only in memory here. The run's final/ is that base, merged (lora_merge_on_export).
             raise ModelError(f"init_from={cfg.init_from!r} is a LoRA adapter; to train a new adapter start from the "
                              "merged model (that run's final/), or continue this adapter with lora_adapter_path")
-        backbone = backbone.merge_and_unload()
+        backbone = start.merge_adapter().backbone
     backbone.train()
     return backbone, tokenizer, start.extras(), source_settings(cfg.init_from)
 
@@ -380,21 +392,6 @@ def _carry_extras(model: EmbeddingModel, extras: Dict[str, torch.Tensor]) -> Non
 def _is_kbit(backbone: nn.Module) -> bool:
     base = backbone.get_base_model() if _is_peft(backbone) else backbone
     return bool(getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False))
-
-
-def merge_and_save(model: EmbeddingModel, out_dir: str, tokenizer=None):
-    """Fold the LoRA adapter into the base weights and save a plain full model (same embeddings).
-
-    An export step: afterwards ``model.backbone`` is the merged plain model. Under QLoRA the 4/8-bit base
-    cannot hold the merged weights, so the base is reloaded in ``torch_dtype=auto`` and the adapter applied.
-    """
-    if not model.is_adapter:
-        raise ModelError("merge_and_save needs a LoRA model (lora_enabled=true); this model has no adapter")
-    if _is_kbit(model.backbone):
-        model.backbone = _reload_unquantized(model)
-    model.backbone = model.backbone.merge_and_unload()
-    model.save(out_dir, tokenizer)
-    return model
 
 
 def _reload_unquantized(model: EmbeddingModel) -> nn.Module:

@@ -40,6 +40,12 @@ def source_settings(model_path: str, gguf_file: str = "") -> Dict[str, str]:
     return {"base_model_path": os.path.abspath(folder) if os.path.exists(folder) else folder, "gguf_file": gguf or ""}
 
 
+# F2LLM's queries carry their instruction inline ("Instruct: ...\nQuery:text"): the text up to and including this
+# marks the instruction. The default of tokenization (--instruction_separator) and training (the config key);
+# a saved model records the separator it was trained with (ModelSettings.instruction_separator).
+INSTRUCTION_SEPARATOR = "Query:"
+
+
 class SettingsError(L2EError):
     """A bad ``l2e_model.json`` or a bad override of one of its values."""
 

@@ -33,8 +33,10 @@ class Embedder:
 
     ``query_instruction`` defaults to the model's settings (``None``); ``max_length`` (passages) and
     ``query_max_length`` to its one inference cap (``ModelSettings.inference_max_length``, what the exports
-    apply); a value given here changes them for this embedder only. ``device=None``: CUDA when available
-    for a model on CPU, else wherever the model already is.
+    apply); a value given here changes them for this embedder only. These are the one place an inference
+    override lives: the constructors take them, and everything that encodes through an Embedder (MTEB's
+    encoder, ``l2e.retrieval.search.Reps``, the miner) reads them from it instead of taking its own copy.
+    ``device=None``: CUDA when available for a model on CPU, else wherever the model already is.
     """
 
     def __init__(self, model: EmbeddingModel, tokenizer, query_instruction: Optional[str] = None,
@@ -160,19 +162,24 @@ class Embedder:
 
     @classmethod
     def from_checkpoint(cls, path: str, device=None, torch_dtype: str = "auto", attn_implementation: str = "sdpa",
-                        precision: str = "fp32", **overrides) -> "Embedder":
+                        precision: str = "fp32", query_instruction: Optional[str] = None,
+                        max_length: Optional[int] = None, **overrides) -> "Embedder":
         """A training checkpoint folder (full model, or adapter + base) with its saved settings;
-        ``overrides`` replace :class:`ModelSettings` values (e.g. ``pooling_mode="mean"``)."""
+        ``overrides`` replace :class:`ModelSettings` values that shape the model (e.g. ``pooling_mode="mean"``),
+        ``query_instruction`` / ``max_length`` this embedder's defaults (see the class)."""
         model, tokenizer = load_embedding_model(path, torch_dtype, attn_implementation, **overrides)
-        return cls(model, tokenizer, device=device, precision=precision)
+        return cls(model, tokenizer, query_instruction=query_instruction, max_length=max_length, device=device,
+                   precision=precision)
 
     @classmethod
-    def from_onnx(cls, path: str, file_name: str = "onnx/model.onnx", threads: int = 0) -> "Embedder":
+    def from_onnx(cls, path: str, file_name: str = "onnx/model.onnx", threads: int = 0,
+                  query_instruction: Optional[str] = None, max_length: Optional[int] = None) -> "Embedder":
         """A checkpoint's ONNX export (``python -m l2e.onnx_export``) run by ONNX Runtime, with its settings."""
         from l2e.export.onnx_export import OnnxModel
         from l2e.model.embedding_model import load_tokenizer
 
-        return cls(OnnxModel(path, file_name, threads), load_tokenizer(path), device="cpu")
+        return cls(OnnxModel(path, file_name, threads), load_tokenizer(path), query_instruction=query_instruction,
+                   max_length=max_length, device="cpu")
 
     @classmethod
     def from_pretrained(cls, path: str, pooling: Optional[str] = None, bi_attn: bool = False,

@@ -20,8 +20,8 @@ Output: the input rows, other fields kept, with ``neg``, ``neg_scores`` and ``po
 usable as distillation targets) replaced; or with ``--output_format parquet`` F2LLM columns
 ``query``, ``passage``, ``negative_1`` ... ``negative_N`` (one row per positive; rows with fewer than N
 negatives are dropped, the count is printed). ``OUT.stats.json`` next to the output holds the counts and
-times. Search is exact: query blocks x the whole pool with ``torch.topk`` (memory block x pool, never
-pool x pool), or ``faiss.IndexFlatIP`` with ``--faiss`` (``pip install faiss-cpu``). Problems with the
+times. Search is exact (``l2e.retrieval.search.dense_top_k``): query blocks x the whole pool (memory block x
+pool, never pool x pool), or ``faiss.IndexFlatIP`` with ``--faiss`` (``pip install faiss-cpu``). Problems with the
 arguments or the data end the run with one line on stderr (exit status 2).
 """
 from __future__ import annotations
@@ -39,10 +39,13 @@ import torch
 
 from l2e.config import ConfigError, is_hub_id, resolve_package_path
 from l2e.core.atomic import atomic_file, write_json
+from l2e.core.cli import option, parse_weights
 from l2e.core.errors import L2EError
 from l2e.data.read import DataError, iter_json_lines, iter_raw_rows, titled_text
 from l2e.model.heads import HEADS
-from l2e.model.settings import SETTINGS_FILE
+from l2e.model.precision import PRECISIONS
+from l2e.model.settings import POOLING_MODES, SETTINGS_FILE
+from l2e.retrieval.search import dense_top_k, group_by_prompt, rank_rows, top_k
 
 FAISS_AUTO = 1_000_000  # pools this large use faiss when it is installed (multi-threaded BLAS, same results)
 
@@ -52,60 +55,13 @@ def scorer_names() -> tuple:
     return ("dense", *HEADS, "hybrid", "bm25")
 
 
-SCORERS = scorer_names()  # at import, for argparse; validation reads scorer_names()
 
 
 class MineError(L2EError, ValueError):
     """A bad argument for ``mine.py``; the message names the option, the value and the fix."""
 
 
-# --- the maths: pure functions of unit-vector arrays ----------------------------------------------------
-
-
-def search_topk(query_emb: np.ndarray, corpus_emb: np.ndarray, k: int, block: int = 1024,
-                use_faiss: bool = False, show_progress: bool = False) -> Tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` inner products: ``(scores, indices)``, both (n_queries, k), best first.
-
-    Ties are ordered by corpus index, so neither the block size nor the search backend changes the ranks.
-    """
-    k = min(k, len(corpus_emb))
-    if use_faiss:
-        scores, idx = _faiss_topk(query_emb, corpus_emb, k, block, show_progress)
-    else:
-        scores, idx = _torch_topk(query_emb, corpus_emb, k, block, show_progress)
-    order = np.lexsort((idx, -scores), axis=1)  # last key first: score descending, then index
-    return np.take_along_axis(scores, order, 1), np.take_along_axis(idx, order, 1)
-
-
-def _blocks(n: int, block: int, show_progress: bool):
-    starts = range(0, n, block)
-    if show_progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="search", unit="block")
-    return starts
-
-
-def _torch_topk(query_emb, corpus_emb, k, block, show_progress):
-    corpus = torch.from_numpy(np.ascontiguousarray(corpus_emb, dtype=np.float32))  # (pool, dim)
-    scores = np.empty((len(query_emb), k), dtype=np.float32)
-    idx = np.empty((len(query_emb), k), dtype=np.int64)
-    for start in _blocks(len(query_emb), block, show_progress):
-        q = torch.from_numpy(np.ascontiguousarray(query_emb[start : start + block], dtype=np.float32))
-        top = torch.topk(q @ corpus.T, k, dim=1)  # (block, pool) -> (block, k)
-        scores[start : start + len(q)] = top.values.numpy()
-        idx[start : start + len(q)] = top.indices.numpy()
-    return scores, idx
-
-
-def _faiss_topk(query_emb, corpus_emb, k, block, show_progress):
-    import faiss  # optional (pip install faiss-cpu); callers check it is installed
-
-    index = faiss.IndexFlatIP(corpus_emb.shape[1])
-    index.add(np.ascontiguousarray(corpus_emb, dtype=np.float32))
-    parts = [index.search(np.ascontiguousarray(query_emb[s : s + block], dtype=np.float32), k)
-             for s in _blocks(len(query_emb), block, show_progress)]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]).astype(np.int64)
+# --- the maths: pure functions of unit-vector arrays (search itself is l2e.retrieval.search's) ---------------
 
 
 def mine_negatives(query_emb: np.ndarray, corpus_emb: np.ndarray, pos_index: List[List[int]], *,
@@ -124,7 +80,7 @@ def mine_negatives(query_emb: np.ndarray, corpus_emb: np.ndarray, pos_index: Lis
     rank order. ``pos_scores[i]`` is pos_score; ``stats`` counts the drops and negatives per row.
     """
     _check_mine_args(query_emb, corpus_emb, pos_index, range_start, range_end, num_neg, exclude)
-    scores, idx = search_topk(query_emb, corpus_emb, range_end, block, use_faiss, show_progress)
+    scores, idx = dense_top_k(query_emb, corpus_emb, range_end, block, use_faiss, show_progress)
     pos_scores = [float(np.max(corpus_emb[p] @ query_emb[i])) for i, p in enumerate(pos_index)]
     return select_negatives(scores, idx, pos_scores, pos_index, range_start=range_start, num_neg=num_neg,
                             relative_margin=relative_margin, absolute_margin=absolute_margin, seed=seed,
@@ -156,24 +112,18 @@ def scorer_candidates(scorer, rows: List[dict], pos_index: List[List[int]], k: i
     n = len(rows)
     scores, idx = np.zeros((n, k), np.float32), np.zeros((n, k), np.int64)
     pos_scores = [0.0] * n
-    groups: Dict[Optional[str], List[int]] = {}
-    for i, row in enumerate(rows):
-        groups.setdefault(row.get("prompt"), []).append(i)
-    blocks = [(prompt, members[s:s + block]) for prompt, members in groups.items()
-              for s in range(0, len(members), block)]
+    groups = group_by_prompt([row.get("prompt") for row in rows])
+    work = [(prompt, members[s:s + block]) for prompt, members in groups.items()
+            for s in range(0, len(members), block)]
     if show_progress:
         from tqdm.auto import tqdm
 
-        blocks = tqdm(blocks, desc="search", unit="block")
-    for prompt, members in blocks:
+        work = tqdm(work, desc="search", unit="block")
+    for prompt, members in work:
         instruction = default_instruction if prompt is None else prompt
         full = scorer.score([rows[i]["query"] for i in members], instruction)  # (block, pool)
         kk = min(k, full.shape[1])
-        part = np.argpartition(-full, kk - 1, axis=1)[:, :kk]
-        vals = np.take_along_axis(full, part, 1)
-        order = np.lexsort((part, -vals), axis=1)
-        scores[members, :kk] = np.take_along_axis(vals, order, 1)
-        idx[members, :kk] = np.take_along_axis(part, order, 1)
+        scores[members, :kk], idx[members, :kk] = top_k(full, kk)
         for r, i in enumerate(members):
             pos_scores[i] = [float(v) for v in full[r, pos_index[i]]]
     return scores, idx, pos_scores
@@ -198,9 +148,8 @@ def rerank_candidates(predict, queries: Sequence[str], texts: Sequence[str], idx
         raise MineError(f"--cross_encoder gave {len(teacher)} scores for {len(pairs)} pairs"
                         + ("" if len(teacher) != len(pairs) else " with NaN or inf among them"))
     scores = np.array([[teacher[wanted[(q, int(j))]] for j in row] for q, row in zip(queries, idx)], np.float32)
-    order = np.lexsort((idx, -scores), axis=1)
     pos_scores = [[float(teacher[wanted[(q, j)]]) for j in pos] for q, pos in zip(queries, pos_index)]
-    return np.take_along_axis(scores, order, 1), np.take_along_axis(idx, order, 1), pos_scores
+    return (*rank_rows(scores, idx), pos_scores)
 
 
 def load_cross_encoder(path: str, max_length: Optional[int], batch_size: int, precision):
@@ -278,31 +227,40 @@ def mine_stats(neg_indices: List[List[int]], num_neg: int, drops: Counter) -> Di
 
 @dataclass
 class MineOptions:
-    """What ``mine.py`` takes on its command line (see its ``--help`` for each option)."""
+    """What ``mine.py`` takes: each field is its ``--option`` (``l2e.core.cli``), defined only here."""
 
-    input: str
-    output: str
-    model: str = ""
-    output_format: str = "jsonl"
-    gguf_file: str = ""
-    corpus: Optional[str] = None
-    range: str = "10-100"
-    negative_number: int = 15
-    relative_margin: Optional[float] = None
-    absolute_margin: Optional[float] = None
-    seed: int = 0
-    pooling: Optional[str] = None
-    bi_attn: bool = False
-    query_instruction: Optional[str] = None
-    max_length: Optional[int] = None
-    batch_size: int = 32
-    block: int = 1024
-    faiss: bool = False
-    max_rows: int = 0
-    scorer: str = "dense"  # dense, sparse, splade, colbert (the model's heads), hybrid, or bm25 (no model)
-    hybrid_weights: Optional[dict] = None  # --scorer hybrid: {name: weight}; default the model's fusion weights
-    precision: str = "fp32"  # fp32 | bf16 | auto: the encoder's arithmetic (l2e.model.precision)
-    cross_encoder: str = ""  # a sentence-transformers CrossEncoder folder re-scoring the first stage's top END
+    input: str = option(help="FlagEmbedding-style JSONL: query, pos, neg (...)", group="input, output, model")
+    output: str = option(help="OUT.jsonl (or .parquet); OUT.stats.json is written next to it")
+    output_format: str = option("jsonl", "OUT's format: FlagEmbedding JSONL or F2LLM parquet columns",
+                                choices=("jsonl", "parquet"))
+    model: str = option("", "l2e checkpoint, HF / sentence-transformers folder, .gguf, pkg:... (not needed with "
+                        "--scorer bm25)")
+    gguf_file: str = option("", "GGUF file inside --model when --model is a folder")
+    corpus: Optional[str] = option(None, "extra candidate pool: JSONL of {\"text\": ...} or a BEIR corpus.jsonl")
+    range: str = option("10-100", "0-based rank window START-END (END excluded)", group="selection")
+    negative_number: int = option(15, "negatives sampled per row")
+    relative_margin: Optional[float] = option(None, "drop score > margin x pos_score (e.g. 0.95)")
+    absolute_margin: Optional[float] = option(None, "drop score > pos_score - margin (e.g. 0.05)")
+    seed: int = option(0, "seed of each row's negative sampling")
+    pooling: Optional[str] = option(None, "default: the checkpoint's / sentence-transformers'", choices=POOLING_MODES,
+                                    group="encoding")
+    bi_attn: bool = option(False, "bidirectional attention (default: a checkpoint's own, else off)")
+    query_instruction: Optional[str] = option(None, "default: the checkpoint's, else none; a row's prompt wins")
+    max_length: Optional[int] = option(None, "token cap for queries and passages (default: the model's)")
+    batch_size: int = option(32, "texts per encoder batch")
+    precision: str = option("fp32", "encoder arithmetic: bf16 autocast, or auto (bf16 where the CPU has it "
+                            "natively and it is faster)", choices=PRECISIONS)
+    scorer: str = option("dense", "what ranks the pool: the model's dense vectors or one of its heads, their hybrid "
+                         "(fused, min-max normalised scores), or BM25 (bm25s; no model)", choices=scorer_names,
+                         group="search")
+    hybrid_weights: Optional[dict] = option(None, "--scorer hybrid: e.g. dense=1,sparse=0.3,bm25=0.5 (default: the "
+                                            "model's fusion weights)", type=parse_weights)
+    cross_encoder: str = option("", "a sentence-transformers CrossEncoder folder (pkg:... too) that re-scores the "
+                                "first stage's top END candidates and each positive: the window, the filters and "
+                                "the written scores are then the cross-encoder's")
+    block: int = option(1024, "queries scored per search block")
+    faiss: bool = option(False, "search with faiss.IndexFlatIP (pip install faiss-cpu)")
+    max_rows: int = option(0, "mine only the first N rows (0 = all)")
 
     @property
     def window(self) -> Tuple[int, int]:
@@ -420,12 +378,8 @@ def load_embedder(args: MineOptions):
 
     if os.path.isfile(os.path.join(args.model, SETTINGS_FILE)):
         overrides = {k: v for k, v in {"pooling_mode": args.pooling, "bi_attn_enabled": args.bi_attn}.items() if v}
-        embedder = Embedder.from_checkpoint(args.model, precision=args.precision, **overrides)
-        if args.query_instruction is not None:
-            embedder.query_instruction = args.query_instruction
-        if args.max_length:
-            embedder.max_length = embedder.query_max_length = args.max_length
-        return embedder
+        return Embedder.from_checkpoint(args.model, precision=args.precision, query_instruction=args.query_instruction,
+                                        max_length=args.max_length, **overrides)
     return Embedder.from_pretrained(args.model, pooling=args.pooling, bi_attn=args.bi_attn,
                                     query_instruction=args.query_instruction or "", max_length=args.max_length,
                                     gguf_file=args.gguf_file, precision=args.precision)
@@ -435,9 +389,7 @@ def encode_queries(embedder, rows: List[dict], batch_size: int) -> np.ndarray:
     """(rows, dim): each distinct (prompt, query) once; a row's ``prompt`` replaces the default instruction."""
     keys = [(row.get("prompt"), row["query"]) for row in rows]
     distinct = list(dict.fromkeys(keys))
-    by_prompt: Dict[Optional[str], List[int]] = {}
-    for j, (prompt, _) in enumerate(distinct):
-        by_prompt.setdefault(prompt, []).append(j)
+    by_prompt = group_by_prompt([prompt for prompt, _ in distinct])
     emb = np.zeros((len(distinct), embedder.dim), dtype=np.float32)
     for prompt, members in by_prompt.items():
         instruction = embedder.query_instruction if prompt is None else prompt
@@ -505,12 +457,11 @@ def run(o: MineOptions) -> Dict:
         query_emb = encode_queries(embedder, rows, o.batch_size)
         times["encode_queries_s"] = time.perf_counter() - tick
         tick = time.perf_counter()
-        corpus_emb = embedder.encode_corpus(texts, batch_size=o.batch_size, max_length=o.max_length,
-                                            show_progress=True)
+        corpus_emb = embedder.encode_corpus(texts, batch_size=o.batch_size, show_progress=True)
         times["encode_corpus_s"] = time.perf_counter() - tick
         tick = time.perf_counter()
         use_faiss = o.faiss or (len(texts) >= FAISS_AUTO and importlib.util.find_spec("faiss") is not None)
-        scores, idx = search_topk(query_emb, corpus_emb, range_end, o.block, use_faiss, show_progress=True)
+        scores, idx = dense_top_k(query_emb, corpus_emb, range_end, o.block, use_faiss, show_progress=True)
         positive_scores = [[float(v) for v in corpus_emb[p] @ query_emb[i]] for i, p in enumerate(pos_index)]
     else:
         tick = time.perf_counter()
@@ -560,13 +511,11 @@ def build_scorer(o: MineOptions, embedder):
     if o.scorer != "hybrid":
         if o.scorer not in heads:
             raise MineError(f"--scorer {o.scorer}: the model has no such head (it has: {', '.join(['dense', *heads])})")
-        return RepScorer(Reps(embedder, [o.scorer], batch_size=o.batch_size, max_length=o.max_length,
-                              show_progress=True), o.scorer)
+        return RepScorer(Reps(embedder, [o.scorer], batch_size=o.batch_size, show_progress=True), o.scorer)
     weights = o.hybrid_weights or dict(embedder.model.settings.hybrid_weights) or {"dense": 1.0}
     unknown = [n for n in weights if n not in heads + ["dense", "bm25"]]
     if unknown:
         raise MineError(f"--hybrid_weights: the model has no {', '.join(unknown)} head")
-    reps = Reps(embedder, [n for n in weights if n != "bm25"], batch_size=o.batch_size, max_length=o.max_length,
-                show_progress=True)
+    reps = Reps(embedder, [n for n in weights if n != "bm25"], batch_size=o.batch_size, show_progress=True)
     scorers = {n: (BM25Scorer() if n == "bm25" else RepScorer(reps, n)) for n in weights}
     return FusedScorer(scorers, weights)

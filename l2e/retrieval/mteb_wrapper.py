@@ -152,19 +152,17 @@ def truncate_normalize(emb: np.ndarray, dim: Optional[int]) -> np.ndarray:
 class EmbedderEncoder(AbsEncoder):
     """MTEB ``EncoderProtocol`` around an l2e ``Embedder`` (its ``encode_queries`` / ``encode_corpus``).
 
-    ``query_instruction=None`` uses the embedder's own (saved with the checkpoint); ``""`` means none.
+    Queries carry the embedder's own instruction (saved with the checkpoint, or the override its constructor
+    took) and both sides its token caps; ``document_instruction`` is a prompt for corpus texts (default none).
     The texts of one MTEB call go to the embedder in one call, which sorts them by length. With ``cache``,
     full embeddings are kept per text so several Matryoshka sizes cost one encoding.
     """
 
-    def __init__(self, embedder, name: str, *, query_instruction: Optional[str] = None,
-                 document_instruction: Optional[str] = None, max_length: Optional[int] = None,
+    def __init__(self, embedder, name: str, *, document_instruction: Optional[str] = None,
                  dim: Optional[int] = None, show_progress: bool = False, cache: bool = False):
         self.model = embedder
-        if query_instruction is None:
-            query_instruction = getattr(embedder, "query_instruction", None)
-        self.instructions = {"query": query_instruction or None, "document": document_instruction or None}
-        self.max_length, self.dim, self.show_progress = max_length, dim, show_progress
+        self.instructions = {"query": embedder.query_instruction or None, "document": document_instruction or None}
+        self.dim, self.show_progress = dim, show_progress
         self.name = name
         self._cache: Optional[Dict[Tuple[str, str], np.ndarray]] = {} if cache else None
         self.mteb_model_meta = ModelMeta.create_empty(
@@ -183,8 +181,6 @@ class EmbedderEncoder(AbsEncoder):
         # encode_queries / encode_corpus apply the checkpoint's inference max length (what its exports apply).
         encode = self.model.encode_queries if kind == "query" else self.model.encode_corpus
         options = {"instruction": self.instructions[kind], "batch_size": batch_size, "show_progress": self.show_progress}
-        if self.max_length:
-            options["max_length"] = self.max_length
         if self._cache is None:
             return np.asarray(encode(texts, **options))
         todo = list(dict.fromkeys(t for t in texts if (kind, t) not in self._cache))
@@ -318,9 +314,8 @@ def run_search(search, tasks: list, *, output_folder: Optional[str] = None, show
 
 
 def evaluate_retrieval(embedder, data_dir: str, *, max_queries: int = 0, dims: Optional[Sequence[int]] = None,
-                       query_instruction: Optional[str] = None, batch_size: int = 32,
-                       output_folder: Optional[str] = None, document_instruction: Optional[str] = None,
-                       max_length: Optional[int] = None, label: str = "model", seed: int = 0,
+                       batch_size: int = 32, output_folder: Optional[str] = None,
+                       document_instruction: Optional[str] = None, label: str = "model", seed: int = 0,
                        show_progress: bool = False) -> List[dict]:
     """nDCG@10, MRR@10, Recall@10/100, MAP@10 of ``embedder`` on one BEIR folder, computed by MTEB.
 
@@ -330,8 +325,7 @@ def evaluate_retrieval(embedder, data_dir: str, *, max_queries: int = 0, dims: O
     """
     task = make_beir_task(data_dir, max_queries=max_queries, seed=seed)
     dims = check_dims(dims, embedder.dim)
-    encoder = EmbedderEncoder(embedder, label, query_instruction=query_instruction,
-                              document_instruction=document_instruction, max_length=max_length,
+    encoder = EmbedderEncoder(embedder, label, document_instruction=document_instruction,
                               show_progress=show_progress, cache=len(dims) > 1)
     return run_mteb(encoder, [task], dims, batch_size=batch_size, output_folder=output_folder,
                     show_progress=show_progress)

@@ -28,11 +28,10 @@ class Reps:
     """One Embedder's representations ``names`` of a corpus and of query blocks, each text encoded once
     however many scorers (one per representation, a fusion of them) read it."""
 
-    def __init__(self, embedder, names: Sequence[str], query_instruction: Optional[str] = None,
-                 batch_size: int = 32, max_length: Optional[int] = None, show_progress: bool = False):
+    def __init__(self, embedder, names: Sequence[str], batch_size: int = 32, show_progress: bool = False):
+        # Instruction and token caps are the embedder's own (its constructor takes the overrides).
         self.embedder, self.names = embedder, list(names)
-        self.query_instruction = embedder.query_instruction if query_instruction is None else query_instruction
-        self.options = {"batch_size": batch_size, "max_length": max_length, "show_progress": show_progress}
+        self.options = {"batch_size": batch_size, "show_progress": show_progress}
         self._corpus_key, self.docs = None, {}
         self._queries: Dict[tuple, dict] = {}
 
@@ -45,14 +44,14 @@ class Reps:
         self._corpus_key, self._queries = key, {}
 
     def queries(self, texts: Sequence[str], instruction: Optional[str]) -> dict:
-        inst = self.query_instruction if instruction is None else instruction
+        inst = self.embedder.query_instruction if instruction is None else instruction
         key = (tuple(texts), inst)
         if key not in self._queries:
             settings = self.embedder.model.settings
             separator = settings.instruction_separator if settings.skip_instruction else None
-            opts = {**self.options, "max_length": self.options["max_length"] or self.embedder.query_max_length}
-            self._queries[key] = self.embedder.encode_reps(texts, self.names, instruction=inst or None,
-                                                           separator=separator, **opts)
+            self._queries[key] = self.embedder.encode_reps(
+                texts, self.names, instruction=inst or None, separator=separator,
+                max_length=self.embedder.query_max_length, **self.options)
         return self._queries[key]
 
     def scores(self, name: str, texts: Sequence[str], instruction: Optional[str]) -> np.ndarray:
@@ -172,24 +171,81 @@ def minmax(scores: np.ndarray) -> np.ndarray:
     return (scores - lo) / np.where(hi > lo, hi - lo, 1.0)
 
 
-def search_top_k(scorer, queries: Sequence[str], k: int, block: int = 256, instruction: Optional[str] = None,
-                 show_progress: bool = False) -> Tuple[np.ndarray, np.ndarray]:
-    """``(scores, indices)``, both (n_queries, k), best first; ties by corpus index (stable across blocks)."""
-    starts = range(0, len(queries), block)
+# --- ranking: the one rule every search here follows ----------------------------------------------------------
+
+
+def rank_rows(scores: np.ndarray, idx: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Each row's candidates ``(scores, idx)`` best first, equal scores by corpus index (lower first)."""
+    order = np.lexsort((idx, -scores), axis=1)  # last key first: score descending, then index
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(idx, order, 1)
+
+
+def top_k(scores: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``(scores, indices)`` (rows, min(k, columns)) of a (rows, columns) score matrix, ranked by :func:`rank_rows`.
+
+    Exact at the cut as well: when equal scores straddle rank k (BM25 gives many equal scores, zeros above all),
+    the lower corpus indices are the ones kept, so neither the block size nor the backend changes a result.
+    """
+    kk = min(k, scores.shape[1])
+    if kk == 0:
+        return np.zeros((len(scores), 0), scores.dtype), np.zeros((len(scores), 0), np.int64)
+    kth = np.take_along_axis(scores, np.argpartition(-scores, kk - 1, axis=1)[:, kk - 1:kk], 1)  # k-th best
+    above = scores > kth
+    tied = scores == kth
+    room = kk - above.sum(axis=1, keepdims=True)  # how many of the tied the row still takes
+    keep = above | (tied & (np.cumsum(tied, axis=1) <= room))
+    idx = np.nonzero(keep)[1].reshape(len(scores), kk)  # row-major: each row's columns in index order
+    return rank_rows(np.take_along_axis(scores, idx, 1), idx.astype(np.int64))
+
+
+def blocks(n: int, block: int, show_progress: bool = False, desc: str = "search"):
+    """Start offsets of ``block``-sized slices of ``n`` rows, with a progress bar when asked."""
+    starts = range(0, n, block)
     if show_progress:
         from tqdm.auto import tqdm
 
-        starts = tqdm(starts, desc="search", unit="block")
-    scores, idx = [], []
-    for start in starts:
-        s = scorer.score(queries[start:start + block], instruction)
-        kk = min(k, s.shape[1])
-        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
-        vals = np.take_along_axis(s, part, 1)
-        order = np.lexsort((part, -vals), axis=1)
-        scores.append(np.take_along_axis(vals, order, 1))
-        idx.append(np.take_along_axis(part, order, 1))
-    return np.concatenate(scores), np.concatenate(idx).astype(np.int64)
+        starts = tqdm(starts, desc=desc, unit="block")
+    return starts
+
+
+def group_by_prompt(prompts: Sequence[Optional[str]]) -> Dict[Optional[str], List[int]]:
+    """Positions of each distinct prompt (``None``: the default instruction), in first-seen order: queries are
+    encoded and searched a prompt group at a time."""
+    groups: Dict[Optional[str], List[int]] = {}
+    for i, prompt in enumerate(prompts):
+        groups.setdefault(prompt, []).append(i)
+    return groups
+
+
+def dense_top_k(query_emb: np.ndarray, corpus_emb: np.ndarray, k: int, block: int = 1024, use_faiss: bool = False,
+                show_progress: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` inner products of unit vectors, a query block x the whole pool at a time (memory block x
+    pool, never pool x pool): torch matmul + :func:`top_k`, or ``faiss.IndexFlatIP`` (``use_faiss``; multi-threaded
+    BLAS, the same results, ranked by the same rule)."""
+    k = min(k, len(corpus_emb))
+    if use_faiss:
+        import faiss  # optional (pip install faiss-cpu); callers check it is installed
+
+        index = faiss.IndexFlatIP(corpus_emb.shape[1])
+        index.add(np.ascontiguousarray(corpus_emb, dtype=np.float32))
+        parts = [index.search(np.ascontiguousarray(query_emb[s:s + block], dtype=np.float32), k)
+                 for s in blocks(len(query_emb), block, show_progress)]
+        return rank_rows(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]).astype(np.int64))
+    corpus = torch.from_numpy(np.ascontiguousarray(corpus_emb, dtype=np.float32))  # (pool, dim)
+    scores = np.empty((len(query_emb), k), dtype=np.float32)
+    idx = np.empty((len(query_emb), k), dtype=np.int64)
+    for start in blocks(len(query_emb), block, show_progress):
+        q = torch.from_numpy(np.ascontiguousarray(query_emb[start:start + block], dtype=np.float32))
+        scores[start:start + len(q)], idx[start:start + len(q)] = top_k((q @ corpus.T).numpy(), k)
+    return scores, idx
+
+
+def search_top_k(scorer, queries: Sequence[str], k: int, block: int = 256, instruction: Optional[str] = None,
+                 show_progress: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """``(scores, indices)`` of any scorer here, both (n_queries, k), ranked by :func:`top_k`."""
+    parts = [top_k(scorer.score(queries[start:start + block], instruction), k)
+             for start in blocks(len(queries), block, show_progress)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 class MtebSearch:

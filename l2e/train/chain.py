@@ -24,6 +24,7 @@ import os
 from typing import Any, Dict, List, Optional
 
 from l2e.core.errors import L2EError
+from l2e.core.run_layout import RunLayout
 
 STAGE_KEYS = {"name", "config", "set", "merge"}
 MERGE_KEYS = {"method", "models", "weights", "t", "base", "density", "seed"}
@@ -102,7 +103,7 @@ def resolved_stages(path: str, check_paths: bool = True) -> Dict[str, Any]:
         if previous and "init_from" not in (stage.get("set") or {}):
             resolved["init_from"] = previous  # written by the stage before; need not exist yet
         stages[name] = resolved
-        previous = os.path.join(out, name, "final")
+        previous = RunLayout(os.path.join(out, name)).final
     if problems:
         raise ChainError(f"{path}: " + "; ".join(problems))
     return {"output_dir": out, "stages": stages}
@@ -145,7 +146,7 @@ def run_chain(path: str, resume: Optional[str] = None) -> List[dict]:
     summaries = []
     previous: Optional[str] = None
     for stage in chain["stages"]:
-        name, final = stage["name"], os.path.join(out, stage["name"], "final")
+        name, final = stage["name"], RunLayout(os.path.join(out, stage["name"])).final
         finals[name] = final
         if os.path.isfile(os.path.join(final, "l2e_model.json")):
             print(f"chain: stage {name!r} is done ({final}); skipped", flush=True)
@@ -201,5 +202,5 @@ def _merge_stage(spec: dict, finals: Dict[str, str], out: str, final: str) -> di
             **{k: v for k, v in spec.items() if k not in ("method", "models")}}
     export_final(model, tokenizer, final, run={"merge": card})
     record = {"merged_from": paths, **{k: v for k, v in spec.items() if k != "models"}}
-    write_json(os.path.join(os.path.dirname(final), "merge.json"), record, newline=False, indent=2)
+    write_json(RunLayout.of_export(final).merge_record, record, newline=False, indent=2)
     return {"stage": os.path.basename(os.path.dirname(final)), "final_dir": final, **record}

@@ -19,19 +19,17 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import shutil
 from typing import Dict, List, Optional, Tuple
 
 from l2e.core.atomic import replace_dir, write_json
 from l2e.core.errors import L2EError
+from l2e.core.run_layout import STEP_PATTERN, RunLayout
 
 STATE_FILE = "trainer_state.json"
 LOCK_FILE = ".lock"
-_STEP = re.compile(r"^step_(\d+)$")
-# What a run folder holds besides checkpoints; any of these means a run was started there.
-RUN_FILES = ("config.json", "training_log.jsonl", "validation_log.jsonl", "training_summary.json", "final",
-             "final_adapter")
+_STEP = STEP_PATTERN
+RUN_FILES = RunLayout.RUN_FILES  # what a run folder holds besides checkpoints: any of them means a run began there
 
 
 class CheckpointError(L2EError):

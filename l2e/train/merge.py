@@ -84,9 +84,7 @@ def load_full(path: str):
     from l2e.model.embedding_model import load_embedding_model
 
     model, tokenizer = load_embedding_model(path)
-    if model.is_adapter:
-        model.backbone = model.backbone.merge_and_unload()
-    return model, tokenizer
+    return model.merge_adapter(), tokenizer
 
 
 def merge_checkpoints(paths: Sequence[str], method: str, *, weights: Optional[Sequence[float]] = None,

@@ -23,8 +23,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from l2e.config import Config, check_hidden_size
-from l2e.core.atomic import atomic_file, staging_path, write_json
+from l2e.core.atomic import staging_path, write_json
 from l2e.core.errors import L2EError
+from l2e.core.run_layout import RunLayout
 from l2e.data.batching import BatchCollator, EpochBatches, has_teacher_scores, pair_lengths, plan_epoch
 from l2e.data.read import row_lengths
 from l2e.model.heads import enabled_heads
@@ -90,6 +91,7 @@ class Trainer:
     def __init__(self, cfg: Config, resume: Optional[str] = None, overwrite: bool = False):
         self.cfg, self.resume, self.overwrite = cfg, resume, overwrite
         self.run_dir = os.path.join(cfg.output_dir, cfg.experiment_id)
+        self.layout = RunLayout(self.run_dir)  # every path inside the run folder
         self.step = 0  # optimizer steps done
         self.consumed = 0  # batches (micro-steps) consumed across epochs
         self.best: Optional[dict] = None
@@ -128,7 +130,7 @@ class Trainer:
         check_hidden_size(cfg, self.model.hidden_size)
         self.checkpoint_plan = self._bound_memory()
         self._check_data_matches_model()
-        self._start_sparse_from_idf()
+        self._start_heads()
         self.loss_fn = build_loss(cfg)
         self.local_loss_fn = build_loss(_replace(cfg, cross_device_negatives=False))
         self.global_batch = cfg.train_batch_size * self.acc.num_processes
@@ -154,7 +156,7 @@ class Trainer:
                                       mntp=self.mntp)
         self.negatives = self._report_negatives()
         if self.acc.is_main_process:
-            cfg.save(os.path.join(self.run_dir, "config.json"))
+            cfg.save(self.layout.config)
         if resume_from:
             self._load_newest_loadable(resume_from)
         # purge_step: TensorBoard drops the events a killed run logged past the step this run resumes from.
@@ -231,20 +233,17 @@ class Trainer:
             print(f"warning: kd_enabled=true but datasets {missing} carry no teacher scores; their batches train "
                   "without the kd term", flush=True)
 
-    def _start_sparse_from_idf(self) -> None:
-        """sparse_idf: the lexical head starts from BM25's idf over the training passages (unless an earlier stage
-        already trained it: init_from carries it)."""
+    def _start_heads(self) -> None:
+        """Each head's own start from the training data (``HeadSpec.start``; e.g. the lexical head from BM25's idf)."""
         from l2e.data.read import document_frequency
-        from l2e.model.heads import bm25_idf
+        from l2e.model.heads import get_head
 
-        if not self.model.settings.sparse_idf or "heads.sparse.idf" in self.model.carried_extras:
-            return
-        head = self.model.heads["sparse"]
-        df, n = document_frequency(self.train_sets, head.vocab_size)
-        head.start_from_idf(bm25_idf(torch.from_numpy(df), n))
-        if self.acc.is_main_process:
-            print(f"sparse: lexical head starts from BM25's idf over {n:,} training passages "
-                  f"({int((df > 0).sum()):,} distinct tokens)", flush=True)
+        for name, module in self.model.heads.items():
+            start = get_head(name).start
+            line = start and start(module, self.model.settings, self.model.carried_extras,
+                                   lambda vocab_size: document_frequency(self.train_sets, vocab_size))
+            if line and self.acc.is_main_process:
+                print(line, flush=True)
 
     def _mntp_masking(self):
         """The masking of mntp datasets (None without one): the mask token as one id of the vocabulary."""
@@ -430,7 +429,7 @@ class Trainer:
             scalars["train/grad_norm"] = record["grad_norm"]
         self.acc.log(scalars, step=self.step)
         if self.acc.is_main_process:
-            with open(os.path.join(self.run_dir, "training_log.jsonl"), "a") as f:
+            with open(self.layout.training_log, "a") as f:
                 f.write(json.dumps(record) + "\n")
         return record
 
@@ -448,7 +447,7 @@ class Trainer:
                 result.update(self._retrieval_metrics())
             self.towers.train()
             self.acc.log({k: v for k, v in result.items() if k != "step"}, step=self.step)
-            with open(os.path.join(self.run_dir, "validation_log.jsonl"), "a") as f:
+            with open(self.layout.validation_log, "a") as f:
                 f.write(json.dumps(result) + "\n")
             key = "ndcg_at_10" if "ndcg_at_10" in result else None
             score = result[key] if key else -sum(v for k, v in result.items() if k.startswith("valid_loss/"))
@@ -515,7 +514,7 @@ class Trainer:
         """``step_N``: model (or adapter) + tokenizer + config + accelerate state, written atomically."""
         acc = self.acc
         self._check_finite_weights()
-        final = os.path.join(self.run_dir, f"step_{self.step}")
+        final = self.layout.step(self.step)
         tmp = checkpoint.begin(final) if acc.is_main_process else staging_path(final)
         acc.wait_for_everyone()
         try:
@@ -577,8 +576,8 @@ class Trainer:
         _load_scheduler_state(self.scheduler, state.get("scheduler"), self.step)
         self.totals.update(state.get("totals", {}))
         if self.acc.is_main_process:
-            for name in ("training_log.jsonl", "validation_log.jsonl"):
-                _truncate_log(os.path.join(self.run_dir, name), self.step)
+            for log in (self.layout.training_log, self.layout.validation_log):
+                _truncate_log(log, self.step)
             print(f"resumed from {path} at step {self.step}")
 
     # ----------------------------------------------------------------------------------------- cleanup
@@ -595,7 +594,7 @@ class Trainer:
             t0 = time.time()
             run = {"steps": self.step, "samples": totals["samples"], "steps_time_s": totals["steps_s"],
                    "validation": self.history}
-            final_dir = export_final(model, self.tokenizer, os.path.join(self.run_dir, "final"),
+            final_dir = export_final(model, self.tokenizer, self.layout.final,
                                      merge_lora=self.cfg.lora_merge_on_export, training_config=self.cfg, run=run)
             export_s = time.time() - t0
             totals["wall_s"] += export_s
@@ -611,7 +610,7 @@ class Trainer:
                        "checkpointed_layers": self.checkpoint_plan.layers if self.checkpoint_plan else None,
                        "peak_rss_gb": _peak_rss_gb(),
                        "peak_gpu_gb": torch.cuda.max_memory_allocated() / 1024**3 if torch.cuda.is_available() else None}
-            write_json(os.path.join(self.run_dir, "training_summary.json"), summary, newline=False, indent=2)
+            write_json(self.layout.summary, summary, newline=False, indent=2)
         self._release_process_group()
         return summary
 

@@ -25,6 +25,9 @@ class HeadSpec:
     weight: float = 1.0  # its InfoNCE weight where the config has no <name>_weight
     fusion_weight: float = 1.0  # its share of the fused score where the config has no fusion_<name>_weight
     enabled: Optional[Callable] = None  # (cfg) -> bool; default: cfg.<name>_enabled
+    # Before training: (module, settings, carried: state keys an earlier stage carried in, doc_freq: vocab_size ->
+    # (per-token document frequency over the training passages, n passages)) -> a line to print or None.
+    start: Optional[Callable] = None
 
     def __post_init__(self):
         if self.kind not in KINDS:

@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from l2e.model.heads.maths import lexical_weights
+from l2e.model.heads.maths import bm25_idf, lexical_weights
 from l2e.model.heads.registry import HeadSpec, register_head, sparse_vector_scores
 
 
@@ -49,8 +49,19 @@ def _build(backbone, settings) -> LexicalHead:
     return LexicalHead(cfg.hidden_size, cfg.vocab_size, settings.special_token_ids, idf=settings.sparse_idf)
 
 
+def _start(head: LexicalHead, settings, carried, doc_freq):
+    """sparse_idf: start from BM25's idf over the training passages, unless an earlier stage trained the head
+    (init_from carries it)."""
+    if not settings.sparse_idf or "heads.sparse.idf" in carried:
+        return None
+    df, n = doc_freq(head.vocab_size)
+    head.start_from_idf(bm25_idf(torch.from_numpy(df), n))
+    return (f"sparse: lexical head starts from BM25's idf over {n:,} training passages "
+            f"({int((df > 0).sum()):,} distinct tokens)")
+
+
 SPEC = register_head(HeadSpec(
     name="sparse", kind="sparse_vector", build=_build,
     encode=lambda head, hidden, input_ids, real, text: {"sparse": head(hidden, input_ids, text)},
     score=sparse_vector_scores("sparse"), summary="bge-m3 lexical weights, dot product",
-    temperature=0.05, fusion_weight=0.3))
+    temperature=0.05, fusion_weight=0.3, start=_start))
