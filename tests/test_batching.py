@@ -4,7 +4,14 @@ from typing import List
 
 import torch
 
+from l2e.config import Config
 from l2e.data.batching import BatchCollator, pair_lengths, plan_epoch, truncate
+from l2e.train.objectives import OBJECTIVES
+
+
+def collator_of(datasets, **kw) -> BatchCollator:
+    """A collator with each dataset's own objective (by task type), as the trainer builds it."""
+    return BatchCollator(datasets, [OBJECTIVES[ds.task_type](Config(), None, None) for ds in datasets], **kw)
 
 
 @dataclass
@@ -60,7 +67,7 @@ def test_bucketing_on_pair_lengths_cuts_passage_padding():
     ds = FakeDataset("ds", "retrieval", [[5] * (k - 1) + [2] for k in lengths], [[7, 8, 9, i, 2] for i in range(n)],
                      [2] * n, list(range(n)), [[] for _ in range(n)])
     assert pair_lengths(ds, query_len=4, passage_len=100) == [4 + min(k, 100) for k in lengths]
-    collator = BatchCollator([ds], num_hard_neg=0, query_len=4, passage_len=100, pad_id=0, seed=0)
+    collator = collator_of([ds], num_hard_neg=0, query_len=4, passage_len=100, pad_id=0, seed=0)
 
     def padded_tokens(plan):
         return sum(collator(b, 0, i)["passage"]["input_ids"].numel() for i, b in enumerate(plan))
@@ -79,8 +86,8 @@ def test_truncate_keeps_last_token():
 def test_collator_rank_slices_and_negatives():
     ds = make_ds(8)
     plan = plan_epoch([8], 4, seed=0, epoch=0)
-    full = BatchCollator([ds], num_hard_neg=2, query_len=4, passage_len=8, pad_id=0, seed=1)(plan[0], 0, 0)
-    halves = [BatchCollator([ds], num_hard_neg=2, query_len=4, passage_len=8, pad_id=0, seed=1, rank=r, world=2)
+    full = collator_of([ds], num_hard_neg=2, query_len=4, passage_len=8, pad_id=0, seed=1)(plan[0], 0, 0)
+    halves = [collator_of([ds], num_hard_neg=2, query_len=4, passage_len=8, pad_id=0, seed=1, rank=r, world=2)
               (plan[0], 0, 0) for r in (0, 1)]
     assert full["query"]["input_ids"].shape == (4, 4)
     assert full["query"]["input_ids"][:, -1].tolist() == [2, 2, 2, 2]  # EOS survives truncation
@@ -92,14 +99,14 @@ def test_collator_rank_slices_and_negatives():
 
 
 def test_classification_uses_one_negative():
-    assert BatchCollator([make_ds(8, "classification")], num_hard_neg=5, query_len=4, passage_len=4, pad_id=0,
+    assert collator_of([make_ds(8, "classification")], num_hard_neg=5, query_len=4, passage_len=4, pad_id=0,
                          seed=0).num_neg == [1]
 
 
 def test_short_rows_repeat_their_own_negatives_and_never_shrink_the_others():
     ds = make_ds(8, negs=3)
     ds.neg_ids[0] = ds.neg_ids[0][:2]  # one short row
-    collator = BatchCollator([ds], num_hard_neg=3, query_len=4, passage_len=4, pad_id=0, seed=0)
+    collator = collator_of([ds], num_hard_neg=3, query_len=4, passage_len=4, pad_id=0, seed=0)
     assert collator.num_neg == [3]
     batch = collator(plan_epoch([8], 8, 0, 0)[0], 0, 0)
     by_row = dict(zip(batch["pos_keys"].tolist(), batch["neg_keys"].tolist()))
@@ -113,7 +120,7 @@ def test_short_rows_repeat_their_own_negatives_and_never_shrink_the_others():
 
 def test_rows_without_negatives_get_random_passages_other_than_their_positive():
     ds = make_ds(8, negs=0)
-    collator = BatchCollator([ds], num_hard_neg=3, query_len=4, passage_len=4, pad_id=0, seed=0)
+    collator = collator_of([ds], num_hard_neg=3, query_len=4, passage_len=4, pad_id=0, seed=0)
     batch = collator(plan_epoch([8], 8, 0, 0)[0], 0, 0)
     assert batch["neg_keys"].shape == (8, 3) and batch["negative"]["input_ids"].shape[0] == 24
     for pos, negs in zip(batch["pos_keys"].tolist(), batch["neg_keys"].tolist()):
@@ -121,11 +128,11 @@ def test_rows_without_negatives_get_random_passages_other_than_their_positive():
     [c] = collator.counts()
     assert (c.short_rows, c.empty_rows) == (0, 8) and "8 have none" in c.message()
     full = make_ds(8, negs=3)
-    assert BatchCollator([full], num_hard_neg=3, query_len=4, passage_len=4, pad_id=0, seed=0).counts()[0].message() \
+    assert collator_of([full], num_hard_neg=3, query_len=4, passage_len=4, pad_id=0, seed=0).counts()[0].message() \
         is None
 
 
 def test_num_hard_neg_zero_means_pairs_only():
-    no_negs = BatchCollator([make_ds(8, negs=2)], num_hard_neg=0, query_len=4, passage_len=4, pad_id=0, seed=0)
+    no_negs = collator_of([make_ds(8, negs=2)], num_hard_neg=0, query_len=4, passage_len=4, pad_id=0, seed=0)
     batch = no_negs(plan_epoch([8], 4, 0, 0)[0], 0, 0)
     assert "negative" not in batch and "neg_keys" not in batch

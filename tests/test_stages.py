@@ -215,3 +215,27 @@ def test_chain_merge_values_are_checked_before_any_stage_trains(tmp_path, capsys
         err = capsys.readouterr().err
         assert "Traceback" not in err and message in err.strip().splitlines()[-1]
     assert not (tmp_path / "out").exists()
+
+
+def test_every_task_type_is_one_registered_objective_and_the_trainer_has_no_branch_per_type():
+    import ast
+    from pathlib import Path
+
+    from l2e.config import Config
+    from l2e.data.read import TASK_TYPES
+    from l2e.losses import build_terms
+    from l2e.train.objectives import OBJECTIVES
+
+    assert set(OBJECTIVES) == set(TASK_TYPES)
+    trainer = Path(__file__).resolve().parents[1] / "l2e" / "train" / "trainer.py"
+    named = [n.value for n in ast.walk(ast.parse(trainer.read_text())) if isinstance(n, ast.Constant)
+             and n.value in TASK_TYPES]
+    assert named == []
+    # MNTP is a term of the loss registry like the others, read by its objective only (a token-level batch).
+    assert [t.name for t in build_terms(Config(), batch="tokens")] == ["mntp"]
+    assert "mntp" not in [t.name for t in build_terms(Config())]
+    cfg = Config()
+    assert [OBJECTIVES[t](cfg, None, None).negatives(3) for t in ("retrieval", "clustering", "classification",
+                                                                     "simcse")] == [3, 3, 1, 0]
+    assert [OBJECTIVES[t].in_batch for t in ("retrieval", "clustering", "classification", "simcse", "mntp")] == [
+        True, False, False, True, False]

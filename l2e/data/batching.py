@@ -108,7 +108,9 @@ class NegativeCounts:
 class BatchCollator:
     """Turns one rank's share of a planned batch into model inputs.
 
-    Hard negatives: every row gets exactly ``num_hard_neg`` per step (classification rows: 1, F2LLM), sampled
+    What a batch holds is its dataset's objective's (``objectives``, one per dataset, from ``l2e.train.objectives``);
+    the contrastive ones call :meth:`pairs`. Hard negatives: every row gets exactly its objective's number per step
+    (``num_hard_neg``; classification rows 1, F2LLM; raw text 0), sampled
     afresh each step from the row's own negatives with a generator seeded by (seed, epoch, batch) --
     reproducible and the same after a resume. A row with fewer negatives repeats its own (FlagEmbedding's
     ``train_group_size`` rule: ``random.sample(neg * ceil(k / len(neg)), k)``); a row with none gets random
@@ -116,18 +118,18 @@ class BatchCollator:
     others; :meth:`counts` says how many rows were topped up, and the trainer prints it.
     """
 
-    def __init__(self, datasets, *, num_hard_neg: int, query_len: int, passage_len: int, pad_id: int,
-                 seed: int, rank: int = 0, world: int = 1, mntp: Optional["MntpMasking"] = None):
+    def __init__(self, datasets, objectives, *, num_hard_neg: int, query_len: int, passage_len: int, pad_id: int,
+                 seed: int, rank: int = 0, world: int = 1):
         self.datasets = datasets
+        # Per dataset, what its batches hold (l2e.train.objectives, by task type): how many hard negatives a row
+        # gets and how a batch is collated. Handed in, so this data room never imports the training room.
+        self.objectives = objectives
         self.query_len, self.passage_len, self.pad_id = query_len, passage_len, pad_id
         self.seed, self.rank, self.world = seed, rank, world
-        self.mntp = mntp
-        # Raw-text stages have no hard negatives: SimCSE's negatives are the other texts of the batch.
-        self.num_neg = [1 if ds.task_type == "classification" else 0 if ds.task_type in ("mntp", "simcse")
-                        else num_hard_neg for ds in datasets]
+        self.num_neg = [o.negatives(num_hard_neg) for o in objectives]
         # Teacher scores exist only for a row's own negatives: a dataset with rows that have none cannot
         # give every row a scored candidate list (the trainer refuses kd on it, naming the counts).
-        self.teacher = [has_teacher_scores(ds) and bool((row_lengths(ds.neg_ids) > 0).all()) for ds in datasets]
+        self.teacher = {id(ds): has_teacher_scores(ds) and bool((row_lengths(ds.neg_ids) > 0).all()) for ds in datasets}
 
     def counts(self) -> List[NegativeCounts]:
         out = []
@@ -150,20 +152,17 @@ class BatchCollator:
         ds = self.datasets[batch.dataset]
         local = len(batch.rows) // self.world
         mine = slice(self.rank * local, (self.rank + 1) * local)
-        rows = batch.rows[mine]
-        k = self.num_neg[batch.dataset]
         rng = np.random.default_rng([self.seed, epoch, index, 7])
-        if ds.task_type == "mntp":
-            texts = [truncate(ds.passages[ds.pos_id[r]], self.passage_len) for r in batch.rows]
-            masked = self.mntp(texts, self.pad_id, rng)  # drawn for the global batch, like the negatives
-            return {"dataset": batch.dataset, "mntp": {key: v[mine] for key, v in masked.items()}}
-        # Every rank draws for the whole global batch, so its draws do not depend on the process count.
-        picks = [self._pick(ds, r, k, rng) for r in batch.rows][mine] if k else []
-        # SimCSE: the query is the same text as the positive, at the same length (dropout is the only noise).
-        query_ids = ([truncate(ds.passages[ds.pos_id[r]], self.passage_len) for r in rows] if ds.task_type == "simcse"
-                     else [truncate(ds.query_ids[r], self.query_len) for r in rows])
+        out = self.objectives[batch.dataset].collate(self, ds, batch.rows, mine, self.num_neg[batch.dataset], rng)
+        return {"dataset": batch.dataset, **out}
+
+    def pairs(self, ds, global_rows, mine: slice, k: int, rng: np.random.Generator, query_ids: list) -> dict:
+        """A contrastive batch: this rank's queries (``query_ids``, already cut), their positives, ``k`` hard
+        negatives each (picked for the global batch, so the draws do not depend on the process count) and the
+        teacher's scores where the dataset has them."""
+        rows = global_rows[mine]
+        picks = [self._pick(ds, r, k, rng) for r in global_rows][mine] if k else []
         out = {
-            "dataset": batch.dataset,
             "query": pad_batch(query_ids, self.pad_id, [ds.instruction_len[r] for r in rows]),
             "passage": pad_batch([truncate(ds.passages[ds.pos_id[r]], self.passage_len) for r in rows], self.pad_id),
             "pos_keys": torch.tensor([ds.pos_id[r] for r in rows], dtype=torch.long),
@@ -173,7 +172,7 @@ class BatchCollator:
             flat = [p for row in neg_ids for p in row]
             out["negative"] = pad_batch([truncate(ds.passages[p], self.passage_len) for p in flat], self.pad_id)
             out["neg_keys"] = torch.tensor(neg_ids, dtype=torch.long)
-            if self.teacher[batch.dataset]:
+            if self.teacher[id(ds)]:
                 out["pos_scores"] = torch.tensor([ds.pos_score[r] for r in rows], dtype=torch.float32)
                 out["neg_scores"] = torch.tensor([[ds.neg_scores[r][j] for j in pick] for r, pick in zip(rows, picks)],
                                                  dtype=torch.float32)

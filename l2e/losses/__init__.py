@@ -2,7 +2,8 @@
 
 One loss per file; each registers a builder ``@register("name") def build(cfg) -> Term | None`` that reads
 the config fields it owns: ``infonce``, ``spread_out``, ``kd``, and for the representation heads ``heads`` (one
-InfoNCE term per enabled head of ``l2e.model.heads.HEADS``), ``splade_flops``, ``self_distill`` (``heads.py``). Matryoshka (``matryoshka.py``) is not a term
+InfoNCE term per enabled head of ``l2e.model.heads.HEADS``), ``splade_flops``, ``self_distill`` (``heads.py``), and the
+token-level ``mntp`` term (``mntp.py``: ``Term.batch == "tokens"``, trained by the MNTP objective). Matryoshka (``matryoshka.py``) is not a term
 but wraps the per-dim terms. ``base`` holds the batch every term reads and explains the cross-rank
 reduction.
 """
@@ -15,6 +16,7 @@ import torch
 from l2e.losses import heads as _heads  # noqa: F401
 from l2e.losses import infonce as _infonce  # noqa: F401  (fills LOSSES)
 from l2e.losses import kd as _kd  # noqa: F401
+from l2e.losses import mntp as _mntp  # noqa: F401
 from l2e.losses import spread_out as _spread_out  # noqa: F401
 from l2e.losses import matryoshka
 from l2e.losses.base import LOSSES, ContrastiveBatch, LossError, Term, make_batch, register
@@ -24,13 +26,14 @@ __all__ = ["LOSSES", "ContrastiveBatch", "LossError", "Term", "build_loss", "bui
 LossFn = Callable[..., Dict[str, torch.Tensor]]
 
 
-def build_terms(cfg) -> List[Term]:
-    """Every term the config switches on, in registry order (a builder gives one term, None, or a list)."""
+def build_terms(cfg, batch: str = "contrastive") -> List[Term]:
+    """Every term the config switches on that reads a ``batch`` kind of batch (``Term.batch``: "contrastive" or
+    "tokens"), in registry order (a builder gives one term, None, or a list)."""
     terms: List[Term] = []
     for build in LOSSES.values():
         term = build(cfg)
         terms += term if isinstance(term, list) else [term] if term is not None else []
-    return terms
+    return [t for t in terms if t.batch == batch]
 
 
 def build_loss(cfg) -> LossFn:

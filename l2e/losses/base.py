@@ -43,6 +43,7 @@ class Term:
     per_dim: bool = True  # Matryoshka applies it at every prefix; False: full size only
     needs_teacher: bool = False  # only on datasets whose rows carry teacher scores
     gathered: bool = False  # reads every rank's embeddings (q_all, p_all) even without in-batch negatives
+    batch: str = "contrastive"  # what fn reads: a ContrastiveBatch, or "tokens": an l2e.losses.mntp.TokenBatch
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,29 @@ Only the chosen positions are projected to the vocabulary: (n_masked, vocab), no
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
+
+from l2e.losses.base import Term, register
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    """What a token-level term reads: one step's token states, the masked positions' labels and the LM head."""
+
+    hidden: torch.Tensor  # (B, S, H)
+    labels: torch.Tensor  # (B, S), -100 where nothing is predicted
+    lm_weight: torch.Tensor  # (V, H), the input embedding matrix (tied LM head)
+
+
+@register("mntp")
+def build(cfg) -> Optional[Term]:
+    """The term of the ``mntp`` objective (``l2e.train.objectives.mntp``); it reads token states, not embeddings,
+    so contrastive batches never see it (``batch="tokens"``)."""
+    return Term("mntp", lambda b: mntp_loss(b.hidden, b.labels, b.lm_weight), per_dim=False, batch="tokens")
 
 
 def mntp_loss(hidden: torch.Tensor, labels: torch.Tensor, lm_weight: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ from l2e.data.read import row_lengths
 from l2e.model.heads import enabled_heads
 from l2e.model.precision import Precision, autocast, resolve_precision
 from l2e.train import checkpoint
-from l2e.train.grad_cache import grad_cache_step
+from l2e.train.objectives import build_objectives
 from l2e.train.optim import build_optimizer, build_scheduler
 
 
@@ -81,10 +81,6 @@ class Towers(torch.nn.Module):
                 encode = self.model.encode_all if len(self.model.heads) else self.model
                 out = [encode(**g) for g in groups]
         return convert_to_fp32(out) if self.precision.bf16 else out
-
-
-def _inputs(group: Dict[str, torch.Tensor], device) -> Dict[str, torch.Tensor]:
-    return {k: group[k].to(device) for k in ("input_ids", "attention_mask", "pool_mask")}
 
 
 class Trainer:
@@ -149,11 +145,12 @@ class Trainer:
         # The scheduler is NOT registered with accelerate's checkpointing: accelerate would unpickle it with
         # weights_only=False on resume. Its state is a step count, kept in trainer_state.json.
         self.towers, self.optimizer = self.acc.prepare(Towers(self.model, self.precision), optimizer)
-        self.mntp = self._mntp_masking()
-        self.collator = BatchCollator(self.train_sets, num_hard_neg=cfg.num_hard_neg, query_len=cfg.query_len,
+        # One objective per task type (l2e.train.objectives): batch rule, collation, loss.
+        self.objectives = build_objectives(cfg, self.tokenizer, self.model, self.train_sets + self.valid_sets)
+        self.collator = BatchCollator(self.train_sets, self.objectives[:len(self.train_sets)],
+                                      num_hard_neg=cfg.num_hard_neg, query_len=cfg.query_len,
                                       passage_len=cfg.passage_len, pad_id=self.tokenizer.pad_token_id,
-                                      seed=cfg.seed, rank=self.acc.process_index, world=self.acc.num_processes,
-                                      mntp=self.mntp)
+                                      seed=cfg.seed, rank=self.acc.process_index, world=self.acc.num_processes)
         self.negatives = self._report_negatives()
         if self.acc.is_main_process:
             cfg.save(self.layout.config)
@@ -245,18 +242,6 @@ class Trainer:
             if line and self.acc.is_main_process:
                 print(line, flush=True)
 
-    def _mntp_masking(self):
-        """The masking of mntp datasets (None without one): the mask token as one id of the vocabulary."""
-        from l2e.data.batching import MntpMasking
-
-        if not any(ds.task_type == "mntp" for ds in self.train_sets + self.valid_sets):
-            return None
-        ids = self.tokenizer(self.cfg.mntp_mask_token, add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            raise TrainingError(f"mntp_mask_token={self.cfg.mntp_mask_token!r} is {len(ids)} tokens for this "
-                                "tokenizer; choose a text that is one token (LLM2Vec uses \"_\")")
-        return MntpMasking(ids[0], self.model.backbone.config.vocab_size, self.cfg.mntp_probability)
-
     def _bound_memory(self):
         """memory_budget_gb: checkpoint the fewest decoder layers that keep a worst-case step under it."""
         from l2e.train.memory import apply_checkpointing, plan_checkpointing
@@ -316,8 +301,8 @@ class Trainer:
                 with acc.accumulate(self.towers):
                     terms = self._forward_backward(batch)
                     self.consumed += 1
-                    tokens += sum(int(batch[k]["attention_mask"].sum()) for k in ("query", "passage", "negative", "mntp")
-                                  if k in batch)
+                    tokens += sum(int(v["attention_mask"].sum()) for v in batch.values()
+                                  if isinstance(v, dict) and "attention_mask" in v)
                     grad_norm = None
                     if acc.sync_gradients:
                         # max_grad_norm=0 measures the norm without clipping: a non-finite gradient must stop
@@ -346,51 +331,9 @@ class Trainer:
         finally:
             bar.close()  # before any error message, so the message is the last line
 
-    def _mntp_terms(self, batch: dict, towers=None) -> Dict[str, torch.Tensor]:
-        from l2e.losses.mntp import mntp_loss
-
-        inputs = {k: batch["mntp"][k].to(self.acc.device) for k in ("input_ids", "attention_mask", "labels")}
-        model = self.acc.unwrap_model(self.towers).model
-        if towers is None:
-            (hidden,) = self.towers([inputs], token_states=True)
-        else:
-            hidden = model.token_states(inputs["input_ids"], inputs["attention_mask"])
-        loss = mntp_loss(hidden, inputs["labels"], model.backbone.get_input_embeddings().weight)
-        return {"loss": loss, "mntp": loss.detach()}
-
     def _forward_backward(self, batch: dict) -> Dict[str, torch.Tensor]:
-        cfg, acc = self.cfg, self.acc
-        if "mntp" in batch:  # an unsupervised stage's batch: masked next-token prediction, no towers
-            terms = self._mntp_terms(batch)
-            self._check_finite(terms, self.train_sets[batch["dataset"]])
-            acc.backward(terms["loss"])
-            return {k: v.detach() for k, v in terms.items()}
-        names = [k for k in ("query", "passage", "negative") if k in batch]
-        groups = [_inputs(batch[k], acc.device) for k in names]
-        ds = self.train_sets[batch["dataset"]]
-        extra = self._loss_extra(batch, ds)
-
-        def loss_of(reps: List[torch.Tensor]) -> Dict[str, torch.Tensor]:
-            return _tower_loss(self.loss_fn, reps, extra)
-
-        if cfg.grad_cache:
-            terms = grad_cache_step(lambda g: self.towers([g])[0], groups, loss_of, cfg.grad_cache_mini_batch,
-                                    acc.backward, lambda: acc.no_sync(self.towers))
-        else:
-            terms = loss_of(self.towers(groups))
-        self._check_finite(terms, ds)  # before any backward/step: a NaN never reaches the weights
-        if not cfg.grad_cache:
-            acc.backward(terms["loss"])
-        return {k: v.detach() for k, v in terms.items()}
-
-    def _loss_extra(self, batch: dict, ds) -> dict:
-        device = self.acc.device
-        extra = {"pos_keys": batch["pos_keys"].to(device),
-                 "use_in_batch": self.cfg.in_batch_negatives and ds.task_type in ("retrieval", "simcse")}
-        for k in ("neg_keys", "pos_scores", "neg_scores"):
-            if k in batch:
-                extra[k] = batch[k].to(device)
-        return extra
+        """One batch's forward and backward, by its dataset's objective (``l2e.train.objectives``)."""
+        return self.objectives[batch["dataset"]].train_step(self, batch)
 
     def _check_finite(self, terms: Dict[str, torch.Tensor], ds) -> None:
         if not torch.isfinite(terms["loss"]).all():
@@ -481,20 +424,13 @@ class Trainer:
 
     def _valid_loss(self, ds) -> float:
         model = self.acc.unwrap_model(self.towers).model
-        collator = BatchCollator([ds], num_hard_neg=self.cfg.num_hard_neg, query_len=self.cfg.query_len,
+        objective = self.objectives[len(self.train_sets) + next(i for i, d in enumerate(self.valid_sets) if d is ds)]
+        collator = BatchCollator([ds], [objective], num_hard_neg=self.cfg.num_hard_neg, query_len=self.cfg.query_len,
                                  passage_len=self.cfg.passage_len, pad_id=self.tokenizer.pad_token_id,
-                                 seed=self.cfg.seed, mntp=self.mntp)
+                                 seed=self.cfg.seed)
         size = min(self.global_batch, len(ds))
-        losses = []
-        for i, planned in enumerate(plan_epoch([len(ds)], size, self.cfg.seed, 0)):
-            batch = collator(planned, 0, i)
-            if "mntp" in batch:
-                losses.append(self._mntp_terms(batch, towers=model)["loss"].item())
-                continue
-            encode = model.encode_all if len(model.heads) else model
-            reps = [encode(**_inputs(batch[k], self.acc.device)) for k in ("query", "passage", "negative")
-                    if k in batch]
-            losses.append(_tower_loss(self.local_loss_fn, reps, self._loss_extra(batch, ds))["loss"].item())
+        losses = [objective.valid_loss(self, model, collator(planned, 0, i))
+                  for i, planned in enumerate(plan_epoch([len(ds)], size, self.cfg.seed, 0))]
         return sum(losses) / max(1, len(losses))
 
     def _retrieval_metrics(self) -> dict:
@@ -637,21 +573,6 @@ class Trainer:
         if self.lock:
             self.lock.release()
             self.lock = None
-
-
-def _tower_loss(loss_fn, reps: list, extra: dict) -> Dict[str, torch.Tensor]:
-    """Loss of [queries, positives(, flat negatives)]: negatives arrive as (batch*K, dim), the loss wants (batch, K, dim).
-
-    With heads each tower is a dict: its ``dense`` entry is the vector above, the rest go to the head terms
-    (negatives stay flat there)."""
-    heads = None
-    if isinstance(reps[0], dict):
-        empty = {k: v[:0] for k, v in reps[1].items()}  # no negatives: the head terms see an empty batch
-        heads = (reps[0], reps[1], reps[2] if len(reps) > 2 else empty)
-        reps = [r["dense"] for r in reps]
-    q, p = reps[0], reps[1]
-    n = reps[2].view(q.shape[0], -1, q.shape[-1]) if len(reps) > 2 else None
-    return loss_fn(q, p, n, **extra, heads=heads)
 
 
 def _first(items: list):
