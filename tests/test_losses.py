@@ -299,7 +299,7 @@ def test_build_loss_reads_the_config():
 
 def test_registry_names_and_miss():
     assert sorted(LOSSES) == ["heads", "infonce", "kd", "mntp", "self_distill", "splade_flops", "spread_out"]
-    with pytest.raises(KeyError, match="unknown loss .arcface.; valid: heads, infonce, kd, self_distill, splade_flops, spread_out"):
+    with pytest.raises(KeyError, match="unknown loss .arcface.; valid: heads, infonce, kd, mntp, self_distill, splade_flops, spread_out"):
         lookup(LOSSES, "loss", "arcface")
 
 
