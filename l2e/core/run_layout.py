@@ -35,39 +35,17 @@ class RunLayout:
     # What a run folder holds besides checkpoints; any of these means a run was started there.
     RUN_FILES = (CONFIG, TRAINING_LOG, VALIDATION_LOG, SUMMARY, FINAL, FINAL_ADAPTER)
 
-    def _path(self, name: str) -> str:
-        return os.path.join(self.root, name)
-
-    @property
-    def config(self) -> str:
-        return self._path(self.CONFIG)
-
-    @property
-    def training_log(self) -> str:
-        return self._path(self.TRAINING_LOG)
-
-    @property
-    def validation_log(self) -> str:
-        return self._path(self.VALIDATION_LOG)
-
-    @property
-    def summary(self) -> str:
-        return self._path(self.SUMMARY)
-
-    @property
-    def final(self) -> str:
-        return self._path(self.FINAL)
-
-    @property
-    def final_adapter(self) -> str:
-        return self._path(self.FINAL_ADAPTER)
-
-    @property
-    def merge_record(self) -> str:
-        return self._path(self.MERGE_RECORD)
+    # One read-only path per name above (RunLayout(root).final == os.path.join(root, "final")).
+    config = property(lambda self: os.path.join(self.root, self.CONFIG))
+    training_log = property(lambda self: os.path.join(self.root, self.TRAINING_LOG))
+    validation_log = property(lambda self: os.path.join(self.root, self.VALIDATION_LOG))
+    summary = property(lambda self: os.path.join(self.root, self.SUMMARY))
+    final = property(lambda self: os.path.join(self.root, self.FINAL))
+    final_adapter = property(lambda self: os.path.join(self.root, self.FINAL_ADAPTER))
+    merge_record = property(lambda self: os.path.join(self.root, self.MERGE_RECORD))
 
     def step(self, n: int) -> str:
-        return self._path(f"step_{n}")
+        return os.path.join(self.root, f"step_{n}")
 
     @classmethod
     def of_export(cls, folder: str) -> "RunLayout":

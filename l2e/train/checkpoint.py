@@ -28,8 +28,6 @@ from l2e.core.run_layout import STEP_PATTERN, RunLayout
 
 STATE_FILE = "trainer_state.json"
 LOCK_FILE = ".lock"
-_STEP = STEP_PATTERN
-RUN_FILES = RunLayout.RUN_FILES  # what a run folder holds besides checkpoints: any of them means a run began there
 
 
 class CheckpointError(L2EError):
@@ -102,7 +100,7 @@ def write_failure_text(e: BaseException) -> str:
 
 def step_of(path: str) -> int:
     """``.../step_12`` -> 12 (-1 for any other name)."""
-    m = _STEP.match(os.path.basename(os.path.normpath(path)))
+    m = STEP_PATTERN.match(os.path.basename(os.path.normpath(path)))
     return int(m.group(1)) if m else -1
 
 
@@ -111,7 +109,7 @@ def list_checkpoints(run_dir: str) -> List[str]:
     if not os.path.isdir(run_dir):
         return []
     found = [(int(m.group(1)), os.path.join(run_dir, name)) for name in os.listdir(run_dir)
-             if (m := _STEP.match(name)) and os.path.isdir(os.path.join(run_dir, name))]
+             if (m := STEP_PATTERN.match(name)) and os.path.isdir(os.path.join(run_dir, name))]
     return [path for _, path in sorted(found)]
 
 
@@ -228,7 +226,7 @@ def existing_run(run_dir: str) -> List[str]:
     if not os.path.isdir(run_dir):
         return []
     names = [os.path.basename(p) for p in list_checkpoints(run_dir)]
-    return names + [n for n in RUN_FILES if os.path.exists(os.path.join(run_dir, n))]
+    return names + [n for n in RunLayout.RUN_FILES if os.path.exists(os.path.join(run_dir, n))]
 
 
 def check_fresh_run(run_dir: str, overwrite: bool) -> None:

@@ -146,8 +146,9 @@ class Trainer:
         # weights_only=False on resume. Its state is a step count, kept in trainer_state.json.
         self.towers, self.optimizer = self.acc.prepare(Towers(self.model, self.precision), optimizer)
         # One objective per task type (l2e.train.objectives): batch rule, collation, loss.
-        self.objectives = build_objectives(cfg, self.tokenizer, self.model, self.train_sets + self.valid_sets)
-        self.collator = BatchCollator(self.train_sets, self.objectives[:len(self.train_sets)],
+        objectives = build_objectives(cfg, self.tokenizer, self.model, self.train_sets + self.valid_sets)
+        self.objectives, self.valid_objectives = objectives[:len(self.train_sets)], objectives[len(self.train_sets):]
+        self.collator = BatchCollator(self.train_sets, self.objectives,
                                       num_hard_neg=cfg.num_hard_neg, query_len=cfg.query_len,
                                       passage_len=cfg.passage_len, pad_id=self.tokenizer.pad_token_id,
                                       seed=cfg.seed, rank=self.acc.process_index, world=self.acc.num_processes)
@@ -384,8 +385,8 @@ class Trainer:
             # Training seconds so far, net of earlier validations and checkpoints: the x axis of a
             # learning curve and what a "N minutes of training" budget counts.
             result = {"step": self.step, "train_s": self._train_seconds()}
-            for ds in self.valid_sets:
-                result[f"valid_loss/{ds.name}"] = self._valid_loss(ds)
+            for ds, objective in zip(self.valid_sets, self.valid_objectives):
+                result[f"valid_loss/{ds.name}"] = self._valid_loss(ds, objective)
             if self.cfg.eval_data_dir:
                 result.update(self._retrieval_metrics())
             self.towers.train()
@@ -422,9 +423,8 @@ class Trainer:
                 "checkpoint": self.totals["checkpoint"] + overhead.get("checkpoint", 0.0),
                 "wall_s": self.totals["wall_s"] + wall}
 
-    def _valid_loss(self, ds) -> float:
+    def _valid_loss(self, ds, objective) -> float:
         model = self.acc.unwrap_model(self.towers).model
-        objective = self.objectives[len(self.train_sets) + next(i for i, d in enumerate(self.valid_sets) if d is ds)]
         collator = BatchCollator([ds], [objective], num_hard_neg=self.cfg.num_hard_neg, query_len=self.cfg.query_len,
                                  passage_len=self.cfg.passage_len, pad_id=self.tokenizer.pad_token_id,
                                  seed=self.cfg.seed)
