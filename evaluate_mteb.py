@@ -92,6 +92,20 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="fused score, e.g. dense=1,sparse=0.3 (default: the checkpoint's fusion weights)")
     p.add_argument("--onnx", help="score the checkpoint's ONNX file instead of the torch model, e.g. "
                    "onnx/model.onnx or onnx/model_qint8.onnx (python -m l2e.onnx_export)")
+    p.add_argument("--embedding_precision", type=parse_list, default=None,
+                   help="also search quantized dense vectors, e.g. float32,int8,binary: one row per size of --dims x "
+                   "precision with index bytes per document and ms per query (l2e.retrieval.quantize)")
+    p.add_argument("--rescore", type=int, default=0,
+                   help="with --embedding_precision: re-score each query's K best quantized candidates with the float "
+                   "query (0: no rescoring; Recall@100 needs K >= 100)")
+    p.add_argument("--colbert_candidates", type=int, default=0,
+                   help="multi-vector heads: exact MaxSim on this many candidates per query from a centroid stage "
+                   "(PLAID-style; 0: exhaustive MaxSim over the corpus)")
+    p.add_argument("--colbert_nprobe", type=int, default=4, help="centroids each query token probes (candidate stage)")
+    p.add_argument("--doc_chunking", type=parse_list, default=None,
+                   help="also search documents encoded whole in chunks: maxp and/or late (one row each; --max_length "
+                   "is then late chunking's window)")
+    p.add_argument("--chunk_tokens", type=int, default=64, help="tokens per chunk for --doc_chunking")
     p.add_argument("--bm25", action="store_true", help="add a BM25 row (bm25s) and a dense+BM25 fusion row per model")
     p.add_argument("--bm25_weight", type=float, default=0.3, help="BM25's weight in the dense+BM25 fusion")
     return p.parse_args(argv)
@@ -125,6 +139,20 @@ def check_args(args: argparse.Namespace) -> None:
         problems.append(f"--limits must be >= 0 and --batch_size >= 1 (got {args.limits}, {args.batch_size})")
     if args.max_length is not None and args.max_length < 8:
         problems.append(f"--max_length {args.max_length} leaves no room for text; use at least 8")
+    from l2e.retrieval.embedder import CHUNKING
+    from l2e.retrieval.quantize import EMBEDDING_PRECISIONS
+
+    bad = [p for p in args.embedding_precision or [] if p not in EMBEDDING_PRECISIONS]
+    if bad:
+        problems.append(f"--embedding_precision {','.join(bad)}: use some of {','.join(EMBEDDING_PRECISIONS)}")
+    bad = [c for c in args.doc_chunking or [] if c not in CHUNKING]
+    if bad:
+        problems.append(f"--doc_chunking {','.join(bad)}: use some of {','.join(CHUNKING)}")
+    if args.doc_chunking and args.document_instruction:
+        problems.append("--doc_chunking encodes documents without an instruction; drop --document_instruction")
+    if args.rescore < 0 or args.colbert_candidates < 0 or args.colbert_nprobe < 1 or args.chunk_tokens < 1:
+        problems.append(f"--rescore and --colbert_candidates must be >= 0, --colbert_nprobe and --chunk_tokens >= 1 "
+                        f"(got {args.rescore}, {args.colbert_candidates}, {args.colbert_nprobe}, {args.chunk_tokens})")
     if problems:
         raise EvalError("; ".join(problems))
 
@@ -231,14 +259,17 @@ def evaluate_model(embedder, label: str, tasks: list, args: argparse.Namespace, 
     dims = check_dims(args.dims, embedder.dim)
     encoder = EmbedderEncoder(embedder, label, document_instruction=args.document_instruction, show_progress=True,
                               cache=len(dims) > 1)
-    record(run_mteb(encoder, tasks, dims, batch_size=args.batch_size, output_folder=output_folder,
-                    show_progress=True))
-    evaluate_searches(searches(embedder, label, args), tasks, output_folder, record)
+    for dim in dims:  # one size at a time: the summary is written after each
+        record(run_mteb(encoder, tasks, [dim], batch_size=args.batch_size, output_folder=output_folder,
+                        show_progress=True))
+    evaluate_searches(searches(embedder, label, args, dims), tasks, output_folder, record)
 
 
-def searches(embedder, label: str, args: argparse.Namespace) -> list:
-    """MTEB search models for the heads, the hybrid and BM25 (l2e.retrieval.search), as the arguments ask."""
-    from l2e.retrieval.search import BM25Scorer, FusedScorer, MtebSearch, RepScorer, Reps
+def searches(embedder, label: str, args: argparse.Namespace, dims: Sequence[int]) -> list:
+    """MTEB search models for the heads, the hybrid, BM25, quantized dense vectors and chunked documents
+    (l2e.retrieval.search), as the arguments ask."""
+    from l2e.retrieval.search import (BM25Scorer, ChunkedScorer, ColbertCandidates, FusedScorer, MtebSearch,
+                                      QuantizedScorer, RepScorer, Reps)
 
     heads = list(embedder.model.heads)
     wanted = args.reps if args.reps is not None else heads + (["hybrid"] if heads else [])
@@ -248,11 +279,28 @@ def searches(embedder, label: str, args: argparse.Namespace) -> list:
                         f"{', ' + ', '.join(heads) if heads else ''})")
     weights = args.hybrid_weights or dict(embedder.model.settings.hybrid_weights) or {"dense": 1.0}
     names = sorted({r for r in wanted if r != "hybrid"} | ({"dense"} | set(weights) if "hybrid" in wanted else set())
-                   | ({"dense"} if args.bm25 else set()))
+                   | ({"dense"} if args.bm25 or args.embedding_precision or args.doc_chunking else set()))
     names = [n for n in names if n != "bm25"]
     reps = Reps(embedder, names, batch_size=args.batch_size, show_progress=True)
     scorers = {n: RepScorer(reps, n) for n in names}
-    out = [MtebSearch(scorers[r], f"{label}:{r}") for r in wanted if r not in ("hybrid", "dense")]
+    if args.colbert_candidates:
+        from l2e.model.heads import get_head
+
+        for n in names:
+            if n != "dense" and get_head(n).kind == "multi_vector":
+                scorers[n] = ColbertCandidates(reps, n, args.colbert_candidates, args.colbert_nprobe)
+    out = [MtebSearch(scorers[r], f"{label}:{r}" + (f"-candidates({args.colbert_candidates},nprobe{args.colbert_nprobe})"
+                                                     if isinstance(scorers[r], ColbertCandidates) else ""))
+           for r in wanted if r not in ("hybrid", "dense")]
+    for dim in dims if args.embedding_precision else []:
+        for precision in args.embedding_precision:
+            rescore = args.rescore if precision != "float32" else 0
+            name = f"{label}:dense-{precision}" + (f"-rescore{rescore}" if rescore else "")
+            out.append(MtebSearch(QuantizedScorer(reps, precision, dim, rescore), name, dim=dim))
+    for mode in args.doc_chunking or []:
+        window = f",window{args.max_length}" if mode == "late" and args.max_length else ""
+        out.append(MtebSearch(ChunkedScorer(reps, mode, args.chunk_tokens, args.max_length),
+                              f"{label}:dense-{mode}({args.chunk_tokens}{window})"))
     if "dense" in wanted:
         out.append(MtebSearch(scorers["dense"], f"{label}:dense-exact"))
     if args.bm25:
@@ -271,7 +319,7 @@ def evaluate_searches(models: list, tasks: list, output_folder: str, record: Cal
 
     for model in models:
         print(f"== {model.name}", flush=True)
-        record(run_search(model, tasks, output_folder=output_folder, show_progress=True))
+        record(run_search(model, tasks, output_folder=output_folder, show_progress=True, dim=model.dim))
 
 
 def evaluate(args: argparse.Namespace) -> int:

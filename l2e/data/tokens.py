@@ -12,6 +12,7 @@ import hashlib
 import json
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 
@@ -127,3 +128,39 @@ def pad_batch(
             # Keep at least the last token so a text that is all instruction still has an embedding.
             pool_mask[i, : min(int(k), len(seqs[i]) - 1)] = 0
     return {"input_ids": input_ids, "attention_mask": attention_mask, "pool_mask": pool_mask}
+
+
+def chunk_windows(tokenizer, texts: Sequence[str], chunk_tokens: int,
+                  window_tokens: int) -> List[List[Tuple[List[int], List[Tuple[int, int]]]]]:
+    """Long documents in pieces: per text, its windows ``(ids, spans)``.
+
+    The text's tokens (no instruction: chunking is for documents) are cut into chunks of ``chunk_tokens``; a window
+    holds as many whole chunks as fit in ``window_tokens`` together with the special tokens ``encode_texts`` adds
+    (decoders: EOS last; encoders: [CLS] ... [SEP]), and ``spans`` are each chunk's ``[start, end)`` positions in
+    the window's ``ids`` -- the first chunk of a window takes its leading special token, the last its trailing one,
+    so a text that fits one chunk has exactly ``encode_texts``' ids and one span over all of them. Nothing is cut
+    off: every token of every text lands in one chunk.
+    """
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens={chunk_tokens} must be at least 1")
+    if is_decoder_tokenizer(tokenizer):
+        head, tail = [], [tokenizer.eos_token_id]
+    else:
+        head, tail = [tokenizer.cls_token_id], [tokenizer.sep_token_id]
+    per_window = (window_tokens - len(head) - len(tail)) // chunk_tokens  # whole chunks per window
+    if per_window < 1:
+        raise ValueError(f"a window of {window_tokens} tokens holds no chunk of {chunk_tokens} tokens plus "
+                         f"{len(head) + len(tail)} special token(s); raise the window (max_length) or lower chunk_tokens")
+    bodies = tokenizer(list(texts), add_special_tokens=False)["input_ids"] if len(texts) else []
+    out = []
+    for body in bodies:
+        chunks = [body[i:i + chunk_tokens] for i in range(0, len(body), chunk_tokens)] or [[]]
+        windows = []
+        for w in range(0, len(chunks), per_window):
+            group = chunks[w:w + per_window]
+            ids = head + [t for chunk in group for t in chunk] + tail
+            ends = np.cumsum([len(head) + len(group[0])] + [len(c) for c in group[1:]]).tolist()
+            ends[-1] = len(ids)
+            windows.append((ids, list(zip([0] + ends[:-1], ends))))
+        out.append(windows)
+    return out

@@ -109,6 +109,20 @@ class EmbeddingModel(nn.Module):
         reps = head_reps(self.heads, hidden, input_ids, attention_mask, pool_mask)
         return {"dense": self._pool(hidden, attention_mask, pool_mask), **reps}
 
+    def pool_spans(self, hidden: torch.Tensor, attention_mask: torch.Tensor, span_mask: torch.Tensor) -> torch.Tensor:
+        """(batch, hidden) embeddings of the tokens ``span_mask`` (batch, seq) marks, from states computed over the
+        whole sequence (late chunking: each chunk's vector has read the whole document). Only poolings that pool a
+        set of tokens can do this; ``eos``/``last`` take one position per text."""
+        from l2e.model.pooling import get_pooling_spec
+
+        if not get_pooling_spec(self.pooling_mode).skips_instruction:
+            raise ModelError(f"pooling {self.pooling_mode!r} takes one token per text, so it cannot pool a chunk of "
+                             "it; late chunking needs a pooling over tokens (mean, weighted_mean, a trainable one): "
+                             "use maxp chunking for this model")
+        if self.pooler is not None:
+            return self.pooler(hidden, attention_mask.bool() & span_mask.bool())
+        return get_pooling(self.pooling_mode)(hidden, attention_mask, span_mask)
+
     def _pool(self, hidden, attention_mask, pool_mask):
         pool_mask = pool_mask if self.skip_instruction else None
         if self.pooler is not None:

@@ -28,6 +28,9 @@ from l2e.model.precision import autocast, resolve_precision
 from l2e.model.settings import ModelSettings, source_settings, split_gguf
 
 
+CHUNKING = ("maxp", "late")  # how Embedder.encode(..., chunking=) encodes long documents
+
+
 class Embedder:
     """Encode texts with an ``EmbeddingModel`` as its :class:`~l2e.model.settings.ModelSettings` say.
 
@@ -62,22 +65,100 @@ class Embedder:
 
     def encode(self, texts: Sequence[str], instruction: Optional[str] = None, batch_size: int = 32,
                max_length: Optional[int] = None, dim: Optional[int] = None, show_progress: bool = False,
-               separator: Optional[str] = None) -> np.ndarray:
+               separator: Optional[str] = None, precision: str = "float32", ranges: Optional[np.ndarray] = None,
+               chunking: Optional[str] = None, chunk_tokens: int = 0):
         """(len(texts), dim or hidden) float32, unit L2 norm. ``dim`` keeps a Matryoshka prefix, renormalised.
 
         ``separator`` (without ``instruction``): each text carries its instruction inline, up to and including
         the first ``separator``; those tokens are left out of skip-instruction pooling.
+
+        ``precision`` ("float32", "int8", "binary"): the vectors quantized as sentence-transformers'
+        ``quantize_embeddings`` does (``l2e.retrieval.quantize``); int8 with ``ranges`` ((2, dim) from
+        ``quantize.calibrate`` over a corpus sample), else calibrated on these texts. (The constructor's
+        ``precision`` is another thing: the arithmetic of the forward pass.)
+
+        ``chunking`` (documents): "maxp" encodes each ``chunk_tokens`` piece of a text as a text of its own; "late"
+        encodes windows of up to ``max_length`` tokens once and pools each chunk from the states of the whole
+        window (late chunking, Guenther et al. 2024, arXiv 2409.04701; with bidirectional attention each chunk has
+        read the whole document). Nothing is truncated. Returns a list: per text, its chunks' vectors
+        (chunks, dim or hidden), quantized as ``precision`` says.
         """
+        from l2e.retrieval.quantize import quantize
+
         if dim is not None and not 0 < dim <= self.dim:
             raise ValueError(f"dim={dim} must be between 1 and the model's hidden size {self.dim}")
         texts = list(texts)
+        if chunking:
+            chunks = self._encode_chunked(texts, chunking, chunk_tokens, instruction, batch_size, max_length, dim,
+                                          show_progress)
+            if precision == "float32":
+                return chunks
+            flat = np.concatenate(chunks) if chunks else np.zeros((0, dim or self.dim), np.float32)
+            codes = quantize(flat, precision, ranges)
+            return np.split(codes, np.cumsum([len(c) for c in chunks])[:-1])
         out = np.zeros((len(texts), dim or self.dim), dtype=np.float32)
         for rows, batch in self._batches(texts, instruction, batch_size, max_length, separator, show_progress):
             with torch.inference_mode(), autocast(self.precision, self.device):
                 emb = self.model(batch["input_ids"], batch["attention_mask"], batch["pool_mask"])  # (batch, hidden)
             emb = emb[:, :dim] if dim else emb
             out[rows] = torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy()
-        return out
+        return quantize(out, precision, ranges)
+
+    def _encode_chunked(self, texts, mode, chunk_tokens, instruction, batch_size, max_length, dim, show_progress):
+        """Per text, (chunks, dim) unit vectors: see :meth:`encode`'s ``chunking``."""
+        from l2e.data.tokens import chunk_windows
+
+        if mode not in CHUNKING:
+            raise L2EError(f"chunking={mode!r}: use one of {', '.join(CHUNKING)}")
+        if instruction:
+            raise L2EError("chunking is for documents, which carry no instruction here; encode queries whole")
+        if mode == "late" and not hasattr(self.model, "token_states"):
+            raise L2EError("late chunking needs the model's token states; an ONNX export returns pooled vectors only: "
+                           "use maxp chunking or the torch checkpoint")
+        specials = 1 if is_decoder_tokenizer(self.tokenizer) else 2
+        window = chunk_tokens + specials if mode == "maxp" else (max_length or self.max_length)
+        try:
+            windows = chunk_windows(self.tokenizer, texts, chunk_tokens, window)
+        except ValueError as e:
+            raise L2EError(str(e)) from None
+        flat = [(t, ids, spans) for t, per_text in enumerate(windows) for ids, spans in per_text]
+        order = sorted(range(len(flat)), key=lambda i: -len(flat[i][1]))  # longest first, as _batches
+        found: Dict[int, List[np.ndarray]] = {}
+        starts = range(0, len(order), batch_size)
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=f"encode ({mode} chunks)", unit="batch")
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in starts:
+                rows = order[start:start + batch_size]
+                batch = {k: v.to(self.device)
+                         for k, v in pad_batch([flat[i][1] for i in rows], self.tokenizer.pad_token_id).items()}
+                with torch.inference_mode(), autocast(self.precision, self.device):
+                    if mode == "maxp":  # one chunk per window: the plain forward pass
+                        emb = self.model(batch["input_ids"], batch["attention_mask"], batch["pool_mask"])
+                    else:
+                        hidden = self.model.token_states(batch["input_ids"], batch["attention_mask"])
+                        owner = [j for j, i in enumerate(rows) for _ in flat[i][2]]
+                        spans = torch.zeros((len(owner), hidden.shape[1]), dtype=torch.long, device=self.device)
+                        for c, (a, b) in enumerate(span for i in rows for span in flat[i][2]):
+                            spans[c, a:b] = 1
+                        index = torch.tensor(owner, device=self.device)
+                        emb = self.model.pool_spans(hidden[index], batch["attention_mask"][index], spans)
+                emb = torch.nn.functional.normalize((emb[:, :dim] if dim else emb).float(), dim=-1).cpu().numpy()
+                at = 0
+                for i in rows:
+                    n = len(flat[i][2])
+                    found[i] = list(emb[at:at + n])
+                    at += n
+        finally:
+            self.model.train(was_training)
+        out: List[List[np.ndarray]] = [[] for _ in texts]
+        for i, (t, _, _) in enumerate(flat):  # windows in text order
+            out[t] += found[i]
+        return [np.stack(vectors).astype(np.float32) for vectors in out]
 
     def encode_reps(self, texts: Sequence[str], names: Sequence[str] = ("dense",), instruction: Optional[str] = None,
                     batch_size: int = 32, max_length: Optional[int] = None, show_progress: bool = False,

@@ -28,6 +28,7 @@ from mteb.types import PromptType
 
 from l2e.core.errors import L2EError
 from l2e.data.read import read_beir
+from l2e.retrieval.search import truncate_normalize  # noqa: F401  (re-exported: the tests and callers use it here)
 
 METRICS = ("ndcg_at_10", "mrr_at_10", "recall_at_10", "recall_at_100", "map_at_10")
 TABLE_COLUMNS = (("nDCG@10", "ndcg_at_10"), ("MRR@10", "mrr_at_10"), ("Recall@10", "recall_at_10"),
@@ -140,14 +141,6 @@ def limit_queries(task, n: int, seed: int = 0) -> None:
 
 
 # --- the Embedder as an MTEB encoder ------------------------------------------------------------------------
-
-def truncate_normalize(emb: np.ndarray, dim: Optional[int]) -> np.ndarray:
-    """Matryoshka prefix of ``dim`` coordinates, L2-normalised again. (n, D) -> (n, dim)."""
-    if dim is None or dim == emb.shape[1]:
-        return emb
-    out = emb[:, :dim].astype(np.float32)
-    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-
 
 class EmbedderEncoder(AbsEncoder):
     """MTEB ``EncoderProtocol`` around an l2e ``Embedder`` (its ``encode_queries`` / ``encode_corpus``).

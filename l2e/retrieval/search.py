@@ -41,6 +41,7 @@ class Reps:
             return
         reps = self.embedder.encode_reps(texts, self.names, **self.options)
         self.docs = {n: _padded(v) if _multi_vector(n) else v for n, v in reps.items()}
+        self.postings = {n: SparseIndex(v) for n, v in reps.items() if n != "dense" and not _multi_vector(n)}
         self._corpus_key, self._queries = key, {}
 
     def queries(self, texts: Sequence[str], instruction: Optional[str]) -> dict:
@@ -60,7 +61,7 @@ class Reps:
             return q @ d.T
         if _multi_vector(name):
             return _maxsim_blocks(q, d)
-        return np.asarray((q @ d.T).todense(), dtype=np.float32)
+        return self.postings[name].scores(q)
 
 
 class RepScorer:
@@ -84,6 +85,32 @@ class RepScorer:
 
     def score(self, queries: Sequence[str], instruction: Optional[str] = None) -> np.ndarray:
         return self.reps.scores(self.name, queries, instruction)
+
+    def top_k(self, queries: Sequence[str], k: int, instruction: Optional[str] = None):
+        """Dense over a corpus of ``FAISS_ABOVE`` documents or more: ``faiss.IndexFlatIP`` when faiss is installed
+        (exact, multi-threaded, the same ranking rule); every other case: the score matrix and :func:`top_k`."""
+        docs = self.reps.docs[self.name]
+        if self.name == "dense" and len(docs) >= FAISS_ABOVE and has_faiss():
+            if getattr(self, "_faiss_docs", None) is not docs:
+                import faiss
+
+                self._faiss_docs, self._faiss = docs, faiss.IndexFlatIP(docs.shape[1])
+                self._faiss.add(np.ascontiguousarray(docs, dtype=np.float32))
+            q = np.ascontiguousarray(self.reps.queries(queries, instruction)[self.name], dtype=np.float32)
+            scores, idx = self._faiss.search(q, min(k, len(docs)))
+            return rank_rows(scores, idx.astype(np.int64))
+        return top_k(self.score(queries, instruction), k)
+
+
+FAISS_ABOVE = 100_000  # documents; below it a BLAS product per query block is as fast and needs no extra package
+
+
+def has_faiss() -> bool:
+    try:
+        import faiss  # noqa: F401  (optional: pip install faiss-cpu)
+    except ImportError:
+        return False
+    return True
 
 
 def _multi_vector(name: str) -> bool:
@@ -111,6 +138,121 @@ def _maxsim_blocks(queries: List[np.ndarray], docs, block: int = 512) -> np.ndar
             out[i:i + step, j:j + block] = maxsim(q[i:i + step], q_mask[i:i + step], d[j:j + block],
                                                    d_mask[j:j + block]).numpy()
     return out
+
+
+class SparseIndex:
+    """Sparse document vectors as an inverted index: each term's posting list (the documents that hold it and
+    their weights), so a query's scores touch only the postings of its own terms -- ``sum over the query's terms
+    of posting lengths`` multiply-adds instead of the whole corpus x vocabulary. Scores equal the dense product
+    ``q @ D.T`` (tested). Why scipy and not an inverted-index library: scipy's CSR x CSR product *is* that
+    traversal (term-at-a-time accumulation, SMMP), on arrays l2e already holds; the engines that do more
+    (pruning with block-max bounds: seismic, PISA) need a service or a Rust build.
+
+    Vectors that are not sparse (an untrained SPLADE head puts weight on most of the vocabulary) make posting
+    lists as long as the corpus; above ``DENSE_ABOVE`` filled cells the documents are kept as one dense matrix
+    and scored by BLAS instead, which is then the faster exact product."""
+
+    DENSE_ABOVE = 0.02  # share of (documents x vocabulary) cells that are non-zero
+    DENSE_MAX_BYTES = 2 << 30  # ... and only while the dense matrix fits in 2 GiB
+
+    def __init__(self, docs):
+        import scipy.sparse
+
+        docs = scipy.sparse.csr_matrix(docs, dtype=np.float32)
+        self.shape, self.nnz = docs.shape, docs.nnz
+        cells = max(1, docs.shape[0] * docs.shape[1])
+        self.dense = (docs.toarray() if docs.nnz / cells > self.DENSE_ABOVE and cells * 4 <= self.DENSE_MAX_BYTES
+                      else None)
+        self.postings = None if self.dense is not None else docs.T.tocsr()  # (vocabulary, documents)
+
+    def scores(self, queries) -> np.ndarray:
+        """(queries, documents) dot products of a CSR block of query vectors."""
+        if self.dense is not None:
+            return np.asarray(queries.toarray() @ self.dense.T, dtype=np.float32)
+        return np.asarray((queries @ self.postings).toarray(), dtype=np.float32)
+
+
+class ColbertCandidates:
+    """Multi-vector search with a candidate stage (PLAID's first two stages: Santhanam et al. 2022, arXiv
+    2205.09707), then exact MaxSim on the candidates.
+
+    Index: k-means centroids of the documents' token vectors (``centroids``, trained on a sample of up to 65,536
+    tokens) and, per centroid, the documents with a token in it. Search: each query token probes its ``nprobe``
+    nearest centroids; a document's approximate score is the mean over query tokens of the best probed centroid
+    similarity among its tokens (0 where none was probed); the ``candidates`` best documents are re-scored by exact
+    MaxSim. With every centroid probed and every document a candidate the result is exhaustive MaxSim (tested).
+    Why by hand: PyLate's PLAID index (fast-plaid) does not install beside sentence-transformers 6 here, and
+    token-level ``faiss`` kNN costs as many flops as exhaustive MaxSim unless approximate."""
+
+    def __init__(self, reps: "Reps", name: str, candidates: int = 256, nprobe: int = 4, centroids: int = 0,
+                 seed: int = 0):
+        self.reps, self.name = reps, name
+        self.candidates, self.nprobe, self.n_centroids, self.seed = candidates, nprobe, centroids, seed
+
+    def index(self, texts: Sequence[str]) -> None:
+        self.reps.index(texts)
+        vectors, mask = self.reps.docs[self.name]
+        tokens = vectors[mask]  # (tokens, dim), documents in order
+        owner = torch.nonzero(mask)[:, 0]  # (tokens,) document of each token
+        n = self.n_centroids or default_centroids(len(tokens))
+        self.centroids = kmeans(tokens, n, seed=self.seed)  # (C, dim), unit rows
+        assign = (tokens @ self.centroids.T).argmax(dim=1)  # (tokens,)
+        pairs = torch.unique(torch.stack([assign, owner], dim=1), dim=0).numpy()  # (centroid, document), sorted
+        self.lists = np.split(pairs[:, 1], np.searchsorted(pairs[:, 0], np.arange(1, len(self.centroids))))
+        self.n_docs = vectors.shape[0]
+
+    def index_bytes_per_doc(self) -> float:
+        return RepScorer(self.reps, self.name).index_bytes_per_doc()
+
+    def score(self, queries: Sequence[str], instruction: Optional[str] = None) -> np.ndarray:
+        raise L2EError("the ColBERT candidate stage returns top-k lists, not a full score matrix; use search_top_k")
+
+    def approximate(self, q: np.ndarray) -> np.ndarray:
+        """(documents,) approximate scores of one query's token vectors (tokens, dim)."""
+        sims = torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32)) @ self.centroids.T  # (tokens, C)
+        probe = sims.topk(min(self.nprobe, sims.shape[1]), dim=1)  # each token's nearest centroids
+        best = np.zeros((len(q), self.n_docs), dtype=np.float32)
+        for t, (values, cents) in enumerate(zip(probe.values.numpy(), probe.indices.numpy())):
+            for value, c in zip(values, cents):  # nprobe per token: the probed lists, best similarity kept
+                docs = self.lists[c]
+                best[t, docs] = np.maximum(best[t, docs], value)
+        return best.mean(axis=0)
+
+    def top_k(self, queries: Sequence[str], k: int, instruction: Optional[str] = None):
+        q_vectors = self.reps.queries(queries, instruction)[self.name]
+        vectors, mask = self.reps.docs[self.name]
+        n_cand = min(self.n_docs, max(k, self.candidates))
+        scores = np.full((len(q_vectors), n_cand), -np.inf, dtype=np.float32)
+        idx = np.zeros((len(q_vectors), n_cand), dtype=np.int64)
+        for i, q in enumerate(q_vectors):
+            _, cand = top_k(self.approximate(q)[None], n_cand)
+            cand = cand[0]
+            qt, qm = _padded([q])
+            rows = torch.from_numpy(cand)
+            scores[i] = maxsim(qt, qm, vectors[rows], mask[rows]).numpy()[0]
+            idx[i] = cand
+        scores, idx = rank_rows(scores, idx)
+        return scores[:, :k], idx[:, :k]
+
+
+def default_centroids(n_tokens: int) -> int:
+    """PLAID's rule of thumb, a power of two near 16 * sqrt(tokens), kept between 1 and 4096 and below the tokens."""
+    if n_tokens < 2:
+        return 1
+    return int(min(4096, n_tokens, 2 ** int(np.floor(np.log2(16 * np.sqrt(n_tokens))))))
+
+
+def kmeans(points: torch.Tensor, n: int, iters: int = 10, sample: int = 65536, seed: int = 0) -> torch.Tensor:
+    """Spherical k-means (cosine) of unit rows: ``n`` unit centroids, from a seeded sample of ``points``."""
+    g = torch.Generator().manual_seed(seed)
+    pts = points[torch.randperm(len(points), generator=g)[:sample]] if len(points) > sample else points
+    cents = pts[torch.randperm(len(pts), generator=g)[:n]].clone()
+    for _ in range(iters):
+        assign = (pts @ cents.T).argmax(dim=1)
+        sums = torch.zeros_like(cents).index_add_(0, assign, pts)
+        counts = torch.bincount(assign, minlength=n)
+        cents = torch.where(counts[:, None] > 0, torch.nn.functional.normalize(sums, dim=1), cents)
+    return cents
 
 
 class BM25Scorer:
@@ -169,6 +311,81 @@ def minmax(scores: np.ndarray) -> np.ndarray:
     """Per row (query): (s - min) / (max - min); a row of equal scores becomes zeros."""
     lo, hi = scores.min(axis=1, keepdims=True), scores.max(axis=1, keepdims=True)
     return (scores - lo) / np.where(hi > lo, hi - lo, 1.0)
+
+
+class ChunkedScorer:
+    """Dense search over long documents encoded in chunks (``Embedder.encode(..., chunking=)``: maxp or late): a
+    document's score is its best chunk's cosine (max-passage, Dai & Callan 2019). Queries come whole from ``reps``."""
+
+    def __init__(self, reps: "Reps", mode: str, chunk_tokens: int, max_length: Optional[int] = None):
+        self.reps, self.mode, self.chunk_tokens, self.max_length = reps, mode, chunk_tokens, max_length
+        self._key = None
+
+    def index(self, texts: Sequence[str]) -> None:
+        key = (len(texts), hash(tuple(texts)))
+        if key == self._key:
+            return
+        embedder = self.reps.embedder
+        chunks = embedder.encode_corpus(texts, chunking=self.mode, chunk_tokens=self.chunk_tokens,
+                                        max_length=self.max_length, **self.reps.options)
+        self.vectors = np.concatenate(chunks) if chunks else np.zeros((0, embedder.dim), np.float32)
+        self.starts = np.cumsum([0] + [len(c) for c in chunks[:-1]]).astype(np.int64)  # each document's first chunk
+        self.n_docs, self._key = len(chunks), key
+
+    def index_bytes_per_doc(self) -> float:
+        return float(self.vectors.size * 4) / max(1, self.n_docs)
+
+    def score(self, queries: Sequence[str], instruction: Optional[str] = None) -> np.ndarray:
+        q = self.reps.queries(queries, instruction)["dense"]
+        return np.maximum.reduceat(q @ self.vectors.T, self.starts, axis=1) if self.n_docs else q[:, :0]
+
+
+class QuantizedScorer:
+    """Dense search over int8 or binary codes of the first ``dim`` coordinates (``l2e.retrieval.quantize``): the
+    int8 ranges calibrated on a seeded sample of ``calibration`` corpus vectors, the queries quantized with them,
+    optionally the best ``rescore`` re-scored with the float query."""
+
+    def __init__(self, reps: "Reps", precision: str, dim: Optional[int] = None, rescore: int = 0,
+                 calibration: int = 10000, seed: int = 0):
+        from l2e.retrieval.quantize import check_precision
+
+        self.reps, self.precision, self.dim, self.rescore = reps, check_precision(precision), dim, rescore
+        self.calibration, self.seed = calibration, seed
+
+    def index(self, texts: Sequence[str]) -> None:
+        from l2e.retrieval.quantize import calibrate, quantize
+
+        self.reps.index(texts)
+        docs = truncate_normalize(self.reps.docs["dense"], self.dim)
+        self.width = docs.shape[1]
+        sample = np.random.default_rng(self.seed).permutation(len(docs))[:self.calibration]
+        self.ranges = calibrate(docs[np.sort(sample)]) if self.precision == "int8" else None
+        self.codes = quantize(docs, self.precision, self.ranges)
+
+    def index_bytes_per_doc(self) -> float:
+        from l2e.retrieval.quantize import bytes_per_vector
+
+        return float(bytes_per_vector(self.width, self.precision))
+
+    def score(self, queries: Sequence[str], instruction: Optional[str] = None) -> np.ndarray:
+        from l2e.retrieval.quantize import first_stage_scores
+
+        q = truncate_normalize(self.reps.queries(queries, instruction)["dense"], self.dim)
+        return first_stage_scores(q, self.codes, self.precision, self.ranges, self.width)
+
+    def top_k(self, queries: Sequence[str], k: int, instruction: Optional[str] = None):
+        from l2e.retrieval.quantize import quantized_top_k
+
+        q = truncate_normalize(self.reps.queries(queries, instruction)["dense"], self.dim)
+        return quantized_top_k(q, self.codes, k, self.precision, self.ranges, self.width, self.rescore)
+
+
+def truncate_normalize(emb: np.ndarray, dim: Optional[int]) -> np.ndarray:
+    """Matryoshka prefix of ``dim`` coordinates, L2-normalised again. (n, D) -> (n, dim)."""
+    if dim is None or dim == emb.shape[1]:
+        return emb
+    out = emb[:, :dim].astype(np.float32)
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
 # --- ranking: the one rule every search here follows ----------------------------------------------------------
@@ -242,19 +459,20 @@ def dense_top_k(query_emb: np.ndarray, corpus_emb: np.ndarray, k: int, block: in
 
 def search_top_k(scorer, queries: Sequence[str], k: int, block: int = 256, instruction: Optional[str] = None,
                  show_progress: bool = False) -> Tuple[np.ndarray, np.ndarray]:
-    """``(scores, indices)`` of any scorer here, both (n_queries, k), ranked by :func:`top_k`."""
-    parts = [top_k(scorer.score(queries[start:start + block], instruction), k)
-             for start in blocks(len(queries), block, show_progress)]
+    """``(scores, indices)`` of any scorer here, both (n_queries, k), ranked by :func:`top_k`. A scorer with its own
+    ``top_k`` (a candidate stage, a quantized index with rescoring) returns its lists itself."""
+    search = getattr(scorer, "top_k", None) or (lambda texts, k, inst: top_k(scorer.score(texts, inst), k))
+    parts = [search(queries[start:start + block], k, instruction) for start in blocks(len(queries), block, show_progress)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 class MtebSearch:
     """An MTEB ``SearchProtocol``: ``index`` the corpus with a scorer, ``search`` returns each query's top_k."""
 
-    def __init__(self, scorer, name: str, block: int = 256):
+    def __init__(self, scorer, name: str, block: int = 256, dim: int = 0):
         from mteb.models.model_meta import ModelMeta
 
-        self.scorer, self.name, self.block = scorer, name, block
+        self.scorer, self.name, self.block, self.dim = scorer, name, block, dim  # dim: the size it scores (0: n/a)
         self.doc_ids: List[str] = []
         self.stats = {"queries": 0, "search_s": 0.0}
         self.mteb_model_meta = ModelMeta.create_empty({"name": f"l2e/{name}", "revision": "exact"})
