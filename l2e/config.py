@@ -160,6 +160,9 @@ class Config:
     latent_head_dim: int = 64  # width of each head (NV-Embed-v2: 4096)
     latent_mlp_mult: int = 1  # GEGLU feed-forward width, x hidden (NV-Embed-v2: 4)
     skip_instruction: bool = False  # exclude the instruction prefix of queries from pooling
+    # Pool the whole prompt, instruction included, with a pooling vLLM and TEI have: what they serve then equals
+    # l2e's vectors for queries too (checked here; the model card states the mode).
+    engine_exact: bool = False
     instruction_separator: str = INSTRUCTION_SEPARATOR  # where the instruction ends when it is not recorded
 
     def to_dict(self) -> Dict[str, Any]:
@@ -297,6 +300,14 @@ def _choice_problems(cfg: Config) -> List[str]:
     if heads and cfg.grad_cache:
         p.append(f"grad_cache=true does not support the {', '.join(heads)} head(s) yet (it caches dense vectors "
                  "only); set grad_cache=false or turn the heads off")
+    if cfg.engine_exact:
+        spec = POOLINGS.get(cfg.pooling_mode)
+        if spec is not None and spec.engine is None:
+            engines = ", ".join(n for n, s in POOLINGS.items() if s.engine)
+            p.append(f"engine_exact=true: vLLM and TEI have no {cfg.pooling_mode!r} pooling; use one of {engines}")
+        if cfg.skip_instruction and (spec is None or spec.skips_instruction):
+            p.append("engine_exact=true pools the whole prompt as vLLM and TEI do, but skip_instruction=true leaves the "
+                     "instruction out; set skip_instruction=false (or engine_exact=false)")
     # skip_instruction with eos/last/cls is allowed and changes nothing: their token lies outside the
     # instruction (README, Components).
     return p

@@ -141,8 +141,13 @@ def _serving(settings: ModelSettings, name: str) -> List[str]:
         problems.append("the engines pool the instruction's tokens too (skip-instruction is not served): query "
                         "vectors differ from l2e's")
     note = "; ".join(problems) if problems else "served vectors equal l2e's"
+    mode = ("**engine-exact**: it pools the whole prompt, instruction included, as vLLM and text-embeddings-inference "
+            "do, so the vectors they serve for queries and documents equal l2e's" if not problems else
+            "**l2e-exact only**: " + "; ".join(problems) + ". Serve it with l2e's Embedder, sentence-transformers or "
+            "ONNX Runtime (they reproduce it), or train with `engine_exact: true`")
     flag = f" --pooling {pooling}" if pooling else ""
     return ["", "## Serving", "",
+            f"Mode: {mode}.", "",
             f"Compatibility: {note}.", "",
             "- vLLM (pooling runner; reads `is_causal` and the sentence-transformers pooling): "
             f"`vllm serve {name} --runner pooling --convert embed` -- prepend the query prompt yourself on "

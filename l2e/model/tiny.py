@@ -37,6 +37,9 @@ def tiny_configs() -> dict:
                                   max_position_embeddings=4096, eos_token_id=EOS_ID, pad_token_id=EOS_ID,
                                   bos_token_id=1, tie_word_embeddings=True),
         "llama": LlamaConfig(**common, num_key_value_heads=2),
+        # SmolLM2's head width (64): vLLM's CPU attention kernels refuse the tiny models' head_dim of 16.
+        "llama-h64": LlamaConfig(**{**common, "hidden_size": 128, "num_attention_heads": 2}, num_key_value_heads=1,
+                                 head_dim=64),
         # DeepSeek-V3 keeps its real shape: MLA attention (low-rank q and kv) and a MoE layer after one dense one.
         "deepseek_v3": DeepseekV3Config(
             **common, num_key_value_heads=4, moe_intermediate_size=32, n_routed_experts=4, num_experts_per_tok=2,
@@ -62,7 +65,7 @@ def save_tiny_model(model_type: str, out_dir: str, tokenizer_dir: str = TOKENIZE
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", default="qwen3", help="qwen3, deepseek_v3 or llama")
+    p.add_argument("--arch", default="qwen3", help="qwen3, deepseek_v3, llama, llama-h64 (head width 64, for vLLM) or qwen3-0.6b")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
