@@ -258,14 +258,16 @@ def evaluate_model(embedder, label: str, tasks: list, args: argparse.Namespace, 
     """Dense rows through MTEB, then each search row; ``record`` gets each batch of rows as it is scored."""
     dims = check_dims(args.dims, embedder.dim)
     encoder = EmbedderEncoder(embedder, label, document_instruction=args.document_instruction, show_progress=True,
-                              cache=len(dims) > 1)
+                              cache=len(dims) > 1 or bool(args.embedding_precision or args.doc_chunking or args.bm25))
     for dim in dims:  # one size at a time: the summary is written after each
         record(run_mteb(encoder, tasks, [dim], batch_size=args.batch_size, output_folder=output_folder,
                         show_progress=True))
-    evaluate_searches(searches(embedder, label, args, dims), tasks, output_folder, record)
+    # The search rows reuse the MTEB pass's dense vectors where dense is all they need (no document instruction).
+    cache = encoder._cache if not args.document_instruction else None
+    evaluate_searches(searches(embedder, label, args, dims, cache), tasks, output_folder, record)
 
 
-def searches(embedder, label: str, args: argparse.Namespace, dims: Sequence[int]) -> list:
+def searches(embedder, label: str, args: argparse.Namespace, dims: Sequence[int], dense_cache=None) -> list:
     """MTEB search models for the heads, the hybrid, BM25, quantized dense vectors and chunked documents
     (l2e.retrieval.search), as the arguments ask."""
     from l2e.retrieval.search import (BM25Scorer, ChunkedScorer, ColbertCandidates, FusedScorer, MtebSearch,
@@ -281,7 +283,7 @@ def searches(embedder, label: str, args: argparse.Namespace, dims: Sequence[int]
     names = sorted({r for r in wanted if r != "hybrid"} | ({"dense"} | set(weights) if "hybrid" in wanted else set())
                    | ({"dense"} if args.bm25 or args.embedding_precision or args.doc_chunking else set()))
     names = [n for n in names if n != "bm25"]
-    reps = Reps(embedder, names, batch_size=args.batch_size, show_progress=True)
+    reps = Reps(embedder, names, batch_size=args.batch_size, show_progress=True, dense_cache=dense_cache)
     scorers = {n: RepScorer(reps, n) for n in names}
     if args.colbert_candidates:
         from l2e.model.heads import get_head

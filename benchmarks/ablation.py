@@ -122,6 +122,10 @@ ROWS: Dict[str, Row] = {
                  overrides={**SPARSE, "colbert_enabled": True, "colbert_weight": 0.5, "self_distill_enabled": True},
                  eval_args=(*head_eval_args(["sparse", "colbert"]), "--bm25")),
     "sparse": Row("+ sparse (lexical) head", overrides=SPARSE, eval_args=tuple(head_eval_args(["sparse"]))),
+    # Issue 28: what serving through vLLM / TEI unchanged costs -- the instruction pooled with the query (base leaves
+    # it out), checked by the config's engine_exact switch.
+    "engine_exact": Row("engine-exact: the whole prompt pooled, instruction included, as vLLM / TEI do",
+                        overrides={"engine_exact": True, "skip_instruction": False}),
     "layers20": Row("20 of 30 layers (embedding from layer 20)", overrides={"num_layers": 20}),
     "attention_pool": Row("learnable-query attention pooling", overrides={"pooling_mode": "attention"}),
     "latent_pool": Row("NV-Embed latent-attention pooling", overrides={"pooling_mode": "latent_attention"}),

@@ -28,9 +28,13 @@ class Reps:
     """One Embedder's representations ``names`` of a corpus and of query blocks, each text encoded once
     however many scorers (one per representation, a fusion of them) read it."""
 
-    def __init__(self, embedder, names: Sequence[str], batch_size: int = 32, show_progress: bool = False):
+    def __init__(self, embedder, names: Sequence[str], batch_size: int = 32, show_progress: bool = False,
+                 dense_cache: Optional[dict] = None):
         # Instruction and token caps are the embedder's own (its constructor takes the overrides).
         self.embedder, self.names = embedder, list(names)
+        # {("query" | "document", text): full-size dense vector} the evaluator's MTEB pass already encoded
+        # (EmbedderEncoder's cache, same Embedder, same calls): used when dense is all that is asked.
+        self.dense_cache = dense_cache if self.names == ["dense"] else None
         self.options = {"batch_size": batch_size, "show_progress": show_progress}
         self._corpus_key, self.docs = None, {}
         self._queries: Dict[tuple, dict] = {}
@@ -39,7 +43,7 @@ class Reps:
         key = (len(texts), hash(tuple(texts)))
         if key == self._corpus_key:
             return
-        reps = self.embedder.encode_reps(texts, self.names, **self.options)
+        reps = self._cached("document", texts) or self.embedder.encode_reps(texts, self.names, **self.options)
         self.docs = {n: _padded(v) if _multi_vector(n) else v for n, v in reps.items()}
         self.postings = {n: SparseIndex(v) for n, v in reps.items() if n != "dense" and not _multi_vector(n)}
         self._corpus_key, self._queries = key, {}
@@ -47,13 +51,21 @@ class Reps:
     def queries(self, texts: Sequence[str], instruction: Optional[str]) -> dict:
         inst = self.embedder.query_instruction if instruction is None else instruction
         key = (tuple(texts), inst)
-        if key not in self._queries:
+        if key not in self._queries and inst == self.embedder.query_instruction:
+            self._queries[key] = self._cached("query", texts)
+        if not self._queries.get(key):
             settings = self.embedder.model.settings
             separator = settings.instruction_separator if settings.skip_instruction else None
             self._queries[key] = self.embedder.encode_reps(
                 texts, self.names, instruction=inst or None, separator=separator,
                 max_length=self.embedder.query_max_length, **self.options)
         return self._queries[key]
+
+    def _cached(self, kind: str, texts: Sequence[str]) -> Optional[dict]:
+        cache = self.dense_cache
+        if not cache or not texts or any((kind, t) not in cache for t in texts):
+            return None
+        return {"dense": np.stack([cache[(kind, t)] for t in texts])}
 
     def scores(self, name: str, texts: Sequence[str], instruction: Optional[str]) -> np.ndarray:
         q, d = self.queries(texts, instruction)[name], self.docs[name]
