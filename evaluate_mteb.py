@@ -23,6 +23,19 @@
     # the same checkpoint through ONNX Runtime, int8 weights (python -m l2e.onnx_export --ckpt_dir ... --int8)
     python evaluate_mteb.py --ckpt_dir output/l2e/final --onnx onnx/model_qint8.onnx --data_dir data/dev-small
 
+    # quantized indexes: one row per size x precision (nDCG@10, index bytes per document, ms per query); int8 ranges
+    # calibrated on the corpus, binary and int8 re-scored with the float query over each query's 100 best
+    python evaluate_mteb.py --ckpt_dir output/l2e/final --data_dir data/dev-small --dims 128,256,576 \
+        --embedding_precision float32,int8,binary --rescore 100
+
+    # long documents: max-passage over 64-token chunks (whole documents), and late chunking in 512-token windows
+    python evaluate_mteb.py --ckpt_dir output/l2e/final --data_dir data/dev-small --max_length 512 \
+        --doc_chunking maxp,late --chunk_tokens 64
+
+    # a ColBERT head searched through a candidate stage (centroids, then exact MaxSim on 256 documents per query)
+    python evaluate_mteb.py --ckpt_dir output/heads/final --data_dir data/dev-small --reps colbert \
+        --colbert_candidates 256 --colbert_nprobe 4
+
     # MTEB's own tasks by name (needs the hub, or its datasets already in the HF cache)
     python evaluate_mteb.py --ckpt_dir output/l2e/final --tasks T2Retrieval --batch_size 64
 
@@ -30,7 +43,8 @@ Writes under --output_folder (default <ckpt_dir>/mteb_eval): MTEB's result JSON 
 <model>/dim_<d>/<task>.json, summary.json (one row per model x dim x task: ndcg_at_10, mrr_at_10,
 recall_at_10, recall_at_100, map_at_10, and per_query: the path of per_query/<model>[.dim<d>].<task>.json, each
 query's nDCG@10 as MTEB's evaluator computed it, for paired comparisons such as l2e.retrieval.stats) and summary.md (the
-table, also printed). A sentence-transformers folder given as --baseline is encoded as sentence-transformers
+table, also printed), rewritten after every row, so an interrupted run keeps what it scored. Sparse heads are
+searched through an inverted index (the same scores as the exhaustive product). A sentence-transformers folder given as --baseline is encoded as sentence-transformers
 would: its "query" prompt, its Pooling's include_prompt, and the attention its config.json sets (is_causal).
 Problems with the arguments or the data end the run with one line on stderr (exit status 2).
 """

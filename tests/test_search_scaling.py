@@ -164,3 +164,22 @@ def test_evaluator_rows_for_candidates_and_chunking(tmp_path):
     assert set(rows) == {"final", "final:sparse", "final:colbert-candidates(1000,nprobe1000)", "final:dense-maxp(8)",
                          "final:dense-late(8)"}
     assert all(0 <= r["ndcg_at_10"] <= 1 and r["query_ms"] >= 0 for m, r in rows.items() if m != "final")
+
+
+def test_dense_search_above_the_threshold_goes_through_faiss_with_the_same_ranking(monkeypatch):
+    import l2e.retrieval.search as search
+
+    if not search.has_faiss():
+        pytest.skip("faiss-cpu is optional (pip install faiss-cpu, the [mining] extra)")
+    model, tok = build_model(tiny_config("qwen3", pooling_mode="mean"))
+    reps = Reps(Embedder(model, tok, device="cpu"), ["dense"])
+    scorer = RepScorer(reps, "dense")
+    docs, queries = corpus_and_queries()
+    docs = list(dict.fromkeys(docs))  # unique documents: equal scores at the cut would be faiss' arbitrary pick
+    scorer.index(docs)
+    want = search_top_k(scorer, queries, 7)
+    monkeypatch.setattr(search, "FAISS_ABOVE", 1)
+    got = search_top_k(scorer, queries, 7)
+    assert hasattr(scorer, "_faiss")
+    np.testing.assert_allclose(got[0], want[0], atol=1e-5)
+    assert (got[1] == want[1]).mean() > 0.95  # exact search both ways; only float near-ties may swap
