@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from helpers_models import tiny_config, tiny_qwen3
-from l2e.retrieval.quantize import (bytes_per_vector, calibrate, dequantize, first_stage_scores, quantize,
-                                    quantized_top_k, rescore)
-from l2e.retrieval.search import top_k
+from l2e.retrieval.quantize import bytes_per_vector, calibrate, dequantize, first_stage_scores, quantize, rescore
+from l2e.retrieval.search import quantized_top_k, top_k
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:

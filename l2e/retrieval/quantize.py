@@ -11,11 +11,12 @@ bucket values, binary as +-1 so the product is ``dims - 2 * Hamming distance``);
 best ``rescore`` candidates with the float query against the stored codes (int8: bucket values; binary: the 0/1
 bits, sentence-transformers' choice) -- the index never stores a float vector. Why by hand and not through
 sentence-transformers: its search helpers return Python lists of dicts per query and need faiss or usearch; these
-are the same maths as pure numpy functions, scored by l2e's one ranking rule (``l2e.retrieval.search.top_k``).
+are the same maths as pure numpy functions, ranked by l2e's one ranking rule (``l2e.retrieval.search
+.quantized_top_k``; this module imports nothing of search, which imports it).
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional
 
 import numpy as np
 
@@ -96,19 +97,3 @@ def rescore(query: np.ndarray, codes: np.ndarray, candidates: np.ndarray, precis
     """(queries, k) float-query scores of each query's ``candidates`` (queries, k) document indices."""
     docs = dequantize(codes[candidates.reshape(-1)], precision, ranges, dim).reshape(*candidates.shape, -1)
     return np.einsum("qd,qkd->qk", query, docs)
-
-
-def quantized_top_k(query: np.ndarray, codes: np.ndarray, k: int, precision: str, ranges: Optional[np.ndarray],
-                    dim: int, rescore_k: int = 0) -> Tuple[np.ndarray, np.ndarray]:
-    """``(scores, indices)`` of a block of float queries, best first: the first stage's top ``k``; with
-    ``rescore_k``, its top ``rescore_k`` re-scored with the float query and re-ranked -- then a query's list holds
-    ``min(k, rescore_k)`` documents (as sentence-transformers' rescoring: only re-scored candidates are returned,
-    so Recall@100 needs ``rescore_k >= 100``)."""
-    from l2e.retrieval.search import rank_rows, top_k
-
-    scores = first_stage_scores(query, codes, precision, ranges, dim)
-    if not rescore_k or precision == "float32":
-        return top_k(scores, k)
-    _, idx = top_k(scores, rescore_k)
-    rescored, idx = rank_rows(rescore(query, codes, idx, precision, ranges, dim).astype(np.float32), idx)
-    return rescored[:, :k], idx[:, :k]

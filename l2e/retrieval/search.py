@@ -386,8 +386,6 @@ class QuantizedScorer:
         return first_stage_scores(q, self.codes, self.precision, self.ranges, self.width)
 
     def top_k(self, queries: Sequence[str], k: int, instruction: Optional[str] = None):
-        from l2e.retrieval.quantize import quantized_top_k
-
         q = truncate_normalize(self.reps.queries(queries, instruction)["dense"], self.dim)
         return quantized_top_k(q, self.codes, k, self.precision, self.ranges, self.width, self.rescore)
 
@@ -506,3 +504,19 @@ class MtebSearch:
         self.stats["queries"] += len(ids)
         return {qid: {self.doc_ids[j]: float(s) for s, j in zip(row_s, row_i)}
                 for qid, row_s, row_i in zip(ids, scores, idx)}
+
+
+def quantized_top_k(query: np.ndarray, codes: np.ndarray, k: int, precision: str, ranges: Optional[np.ndarray],
+                    dim: int, rescore_k: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """``(scores, indices)`` of a block of float queries, best first: the first stage's top ``k``; with
+    ``rescore_k``, its top ``rescore_k`` re-scored with the float query and re-ranked -- then a query's list holds
+    ``min(k, rescore_k)`` documents (as sentence-transformers' rescoring: only re-scored candidates are returned,
+    so Recall@100 needs ``rescore_k >= 100``)."""
+    from l2e.retrieval.quantize import first_stage_scores, rescore
+
+    scores = first_stage_scores(query, codes, precision, ranges, dim)
+    if not rescore_k or precision == "float32":
+        return top_k(scores, k)
+    _, idx = top_k(scores, rescore_k)
+    rescored, idx = rank_rows(rescore(query, codes, idx, precision, ranges, dim).astype(np.float32), idx)
+    return rescored[:, :k], idx[:, :k]
