@@ -298,15 +298,16 @@ def searches(embedder, label: str, args: argparse.Namespace, dims: Sequence[int]
                    | ({"dense"} if args.bm25 or args.embedding_precision or args.doc_chunking else set()))
     names = [n for n in names if n != "bm25"]
     reps = Reps(embedder, names, batch_size=args.batch_size, show_progress=True, dense_cache=dense_cache)
-    scorers = {n: RepScorer(reps, n) for n in names}
+    scorers = {n: RepScorer(reps, n) for n in names}  # what fusions add up: full score matrices
+    rows = dict(scorers)  # what each representation's own row searches with
     if args.colbert_candidates:
         from l2e.model.heads import get_head
 
         for n in names:
             if n != "dense" and get_head(n).kind == "multi_vector":
-                scorers[n] = ColbertCandidates(reps, n, args.colbert_candidates, args.colbert_nprobe)
-    out = [MtebSearch(scorers[r], f"{label}:{r}" + (f"-candidates({args.colbert_candidates},nprobe{args.colbert_nprobe})"
-                                                     if isinstance(scorers[r], ColbertCandidates) else ""))
+                rows[n] = ColbertCandidates(reps, n, args.colbert_candidates, args.colbert_nprobe)
+    out = [MtebSearch(rows[r], f"{label}:{r}" + (f"-candidates({args.colbert_candidates},nprobe{args.colbert_nprobe})"
+                                                 if isinstance(rows[r], ColbertCandidates) else ""))
            for r in wanted if r not in ("hybrid", "dense")]
     for dim in dims if args.embedding_precision else []:
         for precision in args.embedding_precision:

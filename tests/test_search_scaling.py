@@ -158,11 +158,11 @@ def test_evaluator_rows_for_candidates_and_chunking(tmp_path):
     final = export_final(model, tok, str(tmp_path / "final"))
     out = tmp_path / "eval"
     assert evaluate_mteb.main(["--ckpt_dir", final, "--data_dir", str(BEIR_TINY), "--output_folder", str(out),
-                               "--reps", "sparse,colbert", "--colbert_candidates", "1000", "--colbert_nprobe", "1000",
+                               "--reps", "sparse,colbert,hybrid", "--colbert_candidates", "1000", "--colbert_nprobe", "1000",
                                "--doc_chunking", "maxp,late", "--chunk_tokens", "8"]) == 0
     rows = {r["model"]: r for r in json.loads((out / "summary.json").read_text())}
     assert set(rows) == {"final", "final:sparse", "final:colbert-candidates(1000,nprobe1000)", "final:dense-maxp(8)",
-                         "final:dense-late(8)"}
+                         "final:dense-late(8)", "final:hybrid(dense1+sparse0.3+colbert1)"}  # fusion: exhaustive scores
     assert all(0 <= r["ndcg_at_10"] <= 1 and r["query_ms"] >= 0 for m, r in rows.items() if m != "final")
 
 
