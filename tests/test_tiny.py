@@ -12,5 +12,5 @@ def test_cli_writes_loadable_model(tmp_path, capsys):
 
 
 def test_unknown_architecture():
-    with pytest.raises(ValueError, match="unknown tiny architecture 'gpt2'; choose one of qwen3, qwen3-0.6b, llama, deepseek_v3"):
+    with pytest.raises(ValueError, match="unknown tiny architecture 'gpt2'; choose one of qwen3, qwen3-0.6b, llama, llama-h64, deepseek_v3"):
         tiny.save_tiny_model("gpt2", "unused")
