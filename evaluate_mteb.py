@@ -114,7 +114,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    "query (0: no rescoring; Recall@100 needs K >= 100)")
     p.add_argument("--colbert_candidates", type=int, default=0,
                    help="multi-vector heads: exact MaxSim on this many candidates per query from a centroid stage "
-                   "(PLAID-style; 0: exhaustive MaxSim over the corpus)")
+                   "(PLAID-style), and only they are returned, so Recall@100 needs >= 100 (0: exhaustive MaxSim)")
     p.add_argument("--colbert_nprobe", type=int, default=4, help="centroids each query token probes (candidate stage)")
     p.add_argument("--doc_chunking", type=parse_list, default=None,
                    help="also search documents encoded whole in chunks: maxp and/or late (one row each; --max_length "

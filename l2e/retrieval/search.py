@@ -192,7 +192,8 @@ class ColbertCandidates:
     tokens) and, per centroid, the documents with a token in it. Search: each query token probes its ``nprobe``
     nearest centroids; a document's approximate score is the mean over query tokens of the best probed centroid
     similarity among its tokens (0 where none was probed); the ``candidates`` best documents are re-scored by exact
-    MaxSim. With every centroid probed and every document a candidate the result is exhaustive MaxSim (tested).
+    MaxSim and only they are returned (a query's list holds ``min(k, candidates)`` documents: Recall@100 needs
+    ``candidates >= 100``). With every centroid probed and every document a candidate the result is exhaustive MaxSim (tested).
     Why by hand: PyLate's PLAID index (fast-plaid) does not install beside sentence-transformers 6 here, and
     token-level ``faiss`` kNN costs as many flops as exhaustive MaxSim unless approximate."""
 
@@ -233,7 +234,7 @@ class ColbertCandidates:
     def top_k(self, queries: Sequence[str], k: int, instruction: Optional[str] = None):
         q_vectors = self.reps.queries(queries, instruction)[self.name]
         vectors, mask = self.reps.docs[self.name]
-        n_cand = min(self.n_docs, max(k, self.candidates))
+        n_cand = min(self.n_docs, self.candidates)  # only exactly scored documents are returned (as rescoring does)
         scores = np.full((len(q_vectors), n_cand), -np.inf, dtype=np.float32)
         idx = np.zeros((len(q_vectors), n_cand), dtype=np.int64)
         for i, q in enumerate(q_vectors):
