@@ -122,39 +122,27 @@ class Embedder:
         except ValueError as e:
             raise L2EError(str(e)) from None
         flat = [(t, ids, spans) for t, per_text in enumerate(windows) for ids, spans in per_text]
-        order = sorted(range(len(flat)), key=lambda i: -len(flat[i][1]))  # longest first, as _batches
         found: Dict[int, List[np.ndarray]] = {}
-        starts = range(0, len(order), batch_size)
-        if show_progress:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc=f"encode ({mode} chunks)", unit="batch")
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            for start in starts:
-                rows = order[start:start + batch_size]
-                batch = {k: v.to(self.device)
-                         for k, v in pad_batch([flat[i][1] for i in rows], self.tokenizer.pad_token_id).items()}
-                with torch.inference_mode(), autocast(self.precision, self.device):
-                    if mode == "maxp":  # one chunk per window: the plain forward pass
-                        emb = self.model(batch["input_ids"], batch["attention_mask"], batch["pool_mask"])
-                    else:
-                        hidden = self.model.token_states(batch["input_ids"], batch["attention_mask"])
-                        owner = [j for j, i in enumerate(rows) for _ in flat[i][2]]
-                        spans = torch.zeros((len(owner), hidden.shape[1]), dtype=torch.long, device=self.device)
-                        for c, (a, b) in enumerate(span for i in rows for span in flat[i][2]):
-                            spans[c, a:b] = 1
-                        index = torch.tensor(owner, device=self.device)
-                        emb = self.model.pool_spans(hidden[index], batch["attention_mask"][index], spans)
-                emb = torch.nn.functional.normalize((emb[:, :dim] if dim else emb).float(), dim=-1).cpu().numpy()
-                at = 0
-                for i in rows:
-                    n = len(flat[i][2])
-                    found[i] = list(emb[at:at + n])
-                    at += n
-        finally:
-            self.model.train(was_training)
+        batches = self._padded_batches([ids for _, ids, _ in flat], None, batch_size, show_progress,
+                                       f"encode ({mode} chunks)")
+        for rows, batch in batches:
+            with torch.inference_mode(), autocast(self.precision, self.device):
+                if mode == "maxp":  # one chunk per window: the plain forward pass
+                    emb = self.model(batch["input_ids"], batch["attention_mask"], batch["pool_mask"])
+                else:
+                    hidden = self.model.token_states(batch["input_ids"], batch["attention_mask"])
+                    owner = [j for j, i in enumerate(rows) for _ in flat[i][2]]
+                    spans = torch.zeros((len(owner), hidden.shape[1]), dtype=torch.long, device=self.device)
+                    for c, (a, b) in enumerate(span for i in rows for span in flat[i][2]):
+                        spans[c, a:b] = 1
+                    index = torch.tensor(owner, device=self.device)
+                    emb = self.model.pool_spans(hidden[index], batch["attention_mask"][index], spans)
+            emb = torch.nn.functional.normalize((emb[:, :dim] if dim else emb).float(), dim=-1).cpu().numpy()
+            at = 0
+            for i in rows:
+                n = len(flat[i][2])
+                found[i] = list(emb[at:at + n])
+                at += n
         out: List[List[np.ndarray]] = [[] for _ in texts]
         for i, (t, _, _) in enumerate(flat):  # windows in text order
             out[t] += found[i]
@@ -205,18 +193,24 @@ class Embedder:
             ids, inst_lens = encode_inline(self.tokenizer, texts, max_length or self.max_length, separator)
         else:
             ids, inst_lens = encode_texts(self.tokenizer, texts, max_length or self.max_length, instruction or None)
+        return self._padded_batches(ids, inst_lens, batch_size, show_progress, "encode")
+
+    def _padded_batches(self, ids, inst_lens, batch_size, show_progress, desc):
+        """``(row indices, device tensors)`` per batch of token-id lists, longest first (less padding), in eval mode;
+        ``inst_lens`` None: no instruction."""
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # longest first: an OOM shows up at once
         starts = range(0, len(order), batch_size)
         if show_progress:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc="encode", unit="batch")
+            starts = tqdm(starts, desc=desc, unit="batch")
         was_training = self.model.training  # validation during training must not leave dropout off
         self.model.eval()
         try:
             for start in starts:
                 rows = order[start : start + batch_size]
-                batch = pad_batch([ids[i] for i in rows], self.tokenizer.pad_token_id, [inst_lens[i] for i in rows])
+                lens = [inst_lens[i] for i in rows] if inst_lens is not None else None
+                batch = pad_batch([ids[i] for i in rows], self.tokenizer.pad_token_id, lens)
                 yield rows, {k: v.to(self.device) for k, v in batch.items()}
         finally:
             self.model.train(was_training)
