@@ -116,6 +116,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="multi-vector heads: exact MaxSim on this many candidates per query from a centroid stage "
                    "(PLAID-style), and only they are returned, so Recall@100 needs >= 100 (0: exhaustive MaxSim)")
     p.add_argument("--colbert_nprobe", type=int, default=4, help="centroids each query token probes (candidate stage)")
+    p.add_argument("--colbert_refine", type=int, default=None,
+                   help="documents per query the centroid-interaction stage re-ranks before exact MaxSim (default 4 x "
+                   "--colbert_candidates; at or below it: no such stage)")
     p.add_argument("--doc_chunking", type=parse_list, default=None,
                    help="also search documents encoded whole in chunks: maxp and/or late (one row each; --max_length "
                    "is then late chunking's window)")
@@ -164,9 +167,11 @@ def check_args(args: argparse.Namespace) -> None:
         problems.append(f"--doc_chunking {','.join(bad)}: use some of {','.join(CHUNKING)}")
     if args.doc_chunking and args.document_instruction:
         problems.append("--doc_chunking encodes documents without an instruction; drop --document_instruction")
-    if args.rescore < 0 or args.colbert_candidates < 0 or args.colbert_nprobe < 1 or args.chunk_tokens < 1:
-        problems.append(f"--rescore and --colbert_candidates must be >= 0, --colbert_nprobe and --chunk_tokens >= 1 "
-                        f"(got {args.rescore}, {args.colbert_candidates}, {args.colbert_nprobe}, {args.chunk_tokens})")
+    refine = 0 if args.colbert_refine is None else args.colbert_refine
+    if args.rescore < 0 or args.colbert_candidates < 0 or refine < 0 or args.colbert_nprobe < 1 or args.chunk_tokens < 1:
+        problems.append(f"--rescore, --colbert_candidates and --colbert_refine must be >= 0, --colbert_nprobe and "
+                        f"--chunk_tokens >= 1 (got {args.rescore}, {args.colbert_candidates}, {refine}, "
+                        f"{args.colbert_nprobe}, {args.chunk_tokens})")
     if problems:
         raise EvalError("; ".join(problems))
 
@@ -305,10 +310,10 @@ def searches(embedder, label: str, args: argparse.Namespace, dims: Sequence[int]
 
         for n in names:
             if n != "dense" and get_head(n).kind == "multi_vector":
-                rows[n] = ColbertCandidates(reps, n, args.colbert_candidates, args.colbert_nprobe)
-    out = [MtebSearch(rows[r], f"{label}:{r}" + (f"-candidates({args.colbert_candidates},nprobe{args.colbert_nprobe})"
-                                                 if isinstance(rows[r], ColbertCandidates) else ""))
-           for r in wanted if r not in ("hybrid", "dense")]
+                rows[n] = ColbertCandidates(reps, n, args.colbert_candidates, args.colbert_nprobe,
+                                            refine=args.colbert_refine)
+    out = [MtebSearch(rows[r], f"{label}:{r}" + (rows[r].label() if isinstance(rows[r], ColbertCandidates)
+                                                 else "")) for r in wanted if r not in ("hybrid", "dense")]
     for dim in dims if args.embedding_precision else []:
         for precision in args.embedding_precision:
             rescore = args.rescore if precision != "float32" else 0

@@ -6,7 +6,8 @@ indexed search's recall@100 of the exhaustive top 100 (1.0: the same documents).
 
 Rows: dense (torch matmul + exact top-k; faiss IndexFlatIP when installed), each sparse head (the old per-block
 ``q @ D.T`` that re-transposes the corpus, against l2e.retrieval.search.SparseIndex), each multi-vector head
-(exhaustive MaxSim against the PLAID-style candidate stage, l2e.retrieval.search.ColbertCandidates). A checkpoint
+(exhaustive MaxSim against the PLAID-style candidate stage, l2e.retrieval.search.ColbertCandidates, at each of
+``--colbert_settings``). A checkpoint
 without a multi-vector head gets a seeded, untrained ColBERT projection (``--add_colbert``, labelled so): the candidate
 stage's recall and speed are properties of the search, measured on real contextual token states. Every text is
 encoded once, before any timing. Quality (nDCG@10) comes from evaluate_mteb.py, not from here.
@@ -71,11 +72,15 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="JSON results (the table goes beside it as .md)")
     p.add_argument("--add_colbert", action=argparse.BooleanOptionalAction, default=True,
                    help="give a checkpoint without a multi-vector head a seeded untrained one")
-    p.add_argument("--candidates", type=int, default=256)
-    p.add_argument("--nprobe", type=int, default=4)
+    p.add_argument("--colbert_settings", default="256:2:1024,256:4:1024,256:16:256,256:64:256,512:16:512",
+                   help="multi-vector candidate searches to time, each candidates:nprobe:refine (refine at or below "
+                   "candidates: no centroid-interaction stage)")
     p.add_argument("--precision", default="auto")
     p.add_argument("--batch_size", type=int, default=32)
     args = p.parse_args(argv)
+    settings = [tuple(int(x) for x in item.split(":")) for item in args.colbert_settings.split(",") if item.strip()]
+    if any(len(t) != 3 or min(t) < 0 or t[1] < 1 for t in settings):
+        p.error(f"--colbert_settings: give candidates:nprobe:refine items, nprobe >= 1 (got {args.colbert_settings!r})")
 
     embedder = Embedder.from_checkpoint(args.ckpt_dir, precision=args.precision)
     added = []
@@ -91,14 +96,16 @@ def main(argv=None) -> int:
     _, encode_queries_s = timed(lambda: [reps.queries(qtexts[s:s + BLOCK], None) for s in range(0, len(qtexts), BLOCK)])
     rows = []
 
-    def compare(name, kind, exhaustive, indexed, label):
+    def compare(name, kind, exhaustive, indexed):
+        """indexed: [(label, scorer, seconds to build its index or None)], each timed against one exhaustive run."""
         (ref, ref_s) = timed(lambda: search_top_k(exhaustive, qtexts, 100, BLOCK))
-        (got, got_s) = timed(lambda: search_top_k(indexed, qtexts, 100, BLOCK))
-        row = {"representation": name + (" (untrained projection)" if name in added else ""), "kind": kind,
-               "exhaustive_s": ref_s, "indexed": label, "indexed_s": got_s, "speedup": ref_s / max(got_s, 1e-9),
-               "recall_at_100_vs_exhaustive": recall_at(ref[1], got[1])}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        for label, scorer, build_s in indexed:
+            (got, got_s) = timed(lambda: search_top_k(scorer, qtexts, 100, BLOCK))
+            row = {"representation": name + (" (untrained projection)" if name in added else ""), "kind": kind,
+                   "exhaustive_s": ref_s, "indexed": label, "indexed_s": got_s, "speedup": ref_s / max(got_s, 1e-9),
+                   "index_build_s": build_s, "recall_at_100_vs_exhaustive": recall_at(ref[1], got[1])}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
 
     for name in names:
         if name == "dense":
@@ -117,22 +124,25 @@ def main(argv=None) -> int:
                         s, i = self.index.search(np.ascontiguousarray(reps.queries(texts_, instruction)["dense"]), k)
                         return rank_rows(s, i.astype(np.int64))
 
-                compare("dense", "dense", exhaustive, Faiss(), "faiss IndexFlatIP")
+                compare("dense", "dense", exhaustive, [("faiss IndexFlatIP", Faiss(), None)])
             else:
-                compare("dense", "dense", exhaustive, exhaustive, "the same (faiss not installed)")
+                compare("dense", "dense", exhaustive, [("the same (faiss not installed)", exhaustive, None)])
         elif get_head(name).kind == "sparse_vector":
             old = OldSparse(reps, name)
             old.docs = reps.postings[name].dense if reps.postings[name].dense is not None else \
                 reps.postings[name].postings.T.tocsr()
             index: SparseIndex = reps.postings[name]
-            compare(name, "sparse", old, RepScorer(reps, name),
-                    "inverted index" if index.dense is None else "dense BLAS (vectors not sparse)")
+            compare(name, "sparse", old, [("inverted index" if index.dense is None else
+                                           "dense BLAS (vectors not sparse)", RepScorer(reps, name), None)])
         else:
-            cand = ColbertCandidates(reps, name, args.candidates, args.nprobe)
-            _, build_s = timed(lambda: cand.index(texts))
-            compare(name, "multi_vector", RepScorer(reps, name), cand,
-                    f"{len(cand.centroids)} centroids, nprobe {args.nprobe}, {args.candidates} candidates "
-                    f"(index built in {build_s:.1f}s)")
+            indexed = []
+            for candidates, nprobe, refine in settings:
+                cand = ColbertCandidates(reps, name, candidates, nprobe, refine=refine)
+                _, build_s = timed(lambda: cand.index(texts))
+                stage = f", centroid interaction on {refine}" if refine > candidates else ""
+                indexed.append((f"{len(cand.centroids)} centroids, nprobe {nprobe}{stage}, exact on {candidates}",
+                                cand, build_s))
+            compare(name, "multi_vector", RepScorer(reps, name), indexed)
     result = {"ckpt_dir": args.ckpt_dir, "data_dir": args.data_dir, "documents": len(texts), "queries": len(qtexts),
               "encode_documents_s": encode_docs_s, "encode_queries_s": encode_queries_s,
               "precision": embedder.precision.name, "threads": torch.get_num_threads(), "rows": rows}
@@ -140,9 +150,10 @@ def main(argv=None) -> int:
     write_json(args.out, result, indent=2)
     lines = [f"{len(texts):,} documents, {len(qtexts):,} queries; encoding (not timed below) {encode_docs_s:.0f}s + "
              f"{encode_queries_s:.0f}s", "",
-             "| representation | exhaustive s | indexed | indexed s | speed-up | recall@100 vs exhaustive |",
-             "|---|---:|---|---:|---:|---:|"]
-    lines += [f"| {r['representation']} | {r['exhaustive_s']:.1f} | {r['indexed']} | {r['indexed_s']:.1f} | "
+             "| representation | exhaustive s | indexed | index build s | indexed s | speed-up | recall@100 vs exhaustive |",
+             "|---|---:|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['representation']} | {r['exhaustive_s']:.1f} | {r['indexed']} | "
+              f"{'' if r['index_build_s'] is None else format(r['index_build_s'], '.1f')} | {r['indexed_s']:.1f} | "
               f"{r['speedup']:.1f}x | {r['recall_at_100_vs_exhaustive']:.3f} |" for r in rows]
     with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -132,10 +132,13 @@ def test_bench_search_compares_exhaustive_and_indexed_search(tmp_path):
     final = export_final(model, tok, str(tmp_path / "final"))
     out = tmp_path / "search.json"
     assert bench_search.main(["--ckpt_dir", final, "--data_dir", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "sample", "dev-mini"),
-                              "--out", str(out), "--precision", "fp32", "--candidates", "300", "--nprobe", "1000"]) == 0
+                              "--out", str(out), "--precision", "fp32", "--colbert_settings", "20:2:60,300:1000:300"]) == 0
     result = json.loads(out.read_text())
-    rows = {r["kind"]: r for r in result["rows"]}
+    rows = {r["kind"]: r for r in result["rows"]}  # the last ColBERT setting wins here
     assert set(rows) == {"dense", "sparse", "multi_vector"} and result["documents"] == 300
+    few = [r for r in result["rows"] if r["kind"] == "multi_vector"][0]
+    assert few["indexed"].endswith("nprobe 2, centroid interaction on 60, exact on 20") and few["index_build_s"] > 0
+    assert 0 < few["recall_at_100_vs_exhaustive"] <= 0.2  # 20 candidates hold at most 20 of the top 100
     assert rows["sparse"]["recall_at_100_vs_exhaustive"] == 1.0
     assert rows["dense"]["recall_at_100_vs_exhaustive"] >= 0.999  # faiss sums in another order: near-ties at rank 100
     # every centroid probed and every document a candidate: the candidate stage is exhaustive MaxSim

@@ -13,8 +13,9 @@ from l2e.core.errors import L2EError
 from l2e.data.tokens import chunk_windows, encode_texts
 from l2e.model.embedding_model import build_model
 from l2e.retrieval.embedder import Embedder
-from l2e.retrieval.search import (ChunkedScorer, ColbertCandidates, RepScorer, Reps, SparseIndex, default_centroids,
-                                  kmeans, search_top_k)
+from l2e.model.heads import maxsim
+from l2e.retrieval.search import (ChunkedScorer, ColbertCandidates, RepScorer, Reps, SparseIndex, TokenVectors,
+                                  _padded, default_centroids, kmeans, search_top_k)
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -33,6 +34,31 @@ def test_sparse_index_scores_equal_the_dense_product(density):
     assert (index.dense is not None) == (density > SparseIndex.DENSE_ABOVE)
     np.testing.assert_allclose(index.scores(queries), queries.toarray() @ docs.toarray().T, rtol=1e-5, atol=1e-6)
     assert rng is not None
+
+
+def unit_tokens(rng, lengths, dim=8):
+    out = [rng.standard_normal((n, dim)).astype(np.float32) for n in lengths]
+    return [v / np.linalg.norm(v, axis=1, keepdims=True) for v in out]
+
+
+def test_flat_token_vectors_score_as_padded_maxsim():
+    rng = np.random.default_rng(0)
+    docs = unit_tokens(rng, rng.integers(1, 30, size=70))
+    queries = unit_tokens(rng, [5, 1, 12, 0, 7])  # a query with no token vectors scores 0, as maxsim gives
+    flat = TokenVectors(docs, block=16)  # several length-sorted blocks, each padded with its documents' last tokens
+    (q, qm), (d, dm) = _padded(queries), _padded(docs)
+    want = maxsim(q, qm, d, dm).numpy()
+    np.testing.assert_allclose(flat.maxsim(queries), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(flat.maxsim(queries, sims_per_step=1), want, rtol=1e-5, atol=1e-6)  # one query a step
+    rows = np.array([3, 0, 69, 3, 41])
+    np.testing.assert_allclose(flat.maxsim_rows(queries[2], rows), want[2, rows], rtol=1e-5, atol=1e-6)
+    assert flat.tokens.shape == (sum(len(v) for v in docs), 8)  # nothing padded is stored
+
+
+def test_a_document_without_token_vectors_is_named():
+    rng = np.random.default_rng(0)
+    with pytest.raises(L2EError, match="document 2 has no token vectors"):
+        TokenVectors(unit_tokens(rng, [3, 4, 0, 2]))
 
 
 def test_kmeans_and_centroid_counts():
@@ -67,12 +93,45 @@ def test_colbert_candidates_returning_everything_equal_exhaustive_maxsim(colbert
     np.testing.assert_array_equal(got[1], want[1])
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
     # a real candidate stage: fewer candidates than documents, still the right shape and exact scores on what it keeps
-    few = ColbertCandidates(reps, "colbert", candidates=5, nprobe=2, centroids=4)
-    few.index(docs)
-    scores, idx = search_top_k(few, queries, 10)
-    assert idx.shape == (len(queries), 5)  # only the exactly re-scored candidates come back
     full = exhaustive.score(queries)
-    np.testing.assert_allclose(scores, np.take_along_axis(full, idx, 1), rtol=1e-5)
+    for refine in (5, 12):  # without and with the centroid-interaction stage between probing and exact MaxSim
+        few = ColbertCandidates(reps, "colbert", candidates=5, nprobe=2, centroids=4, refine=refine)
+        few.index(docs)
+        scores, idx = search_top_k(few, queries, 10)
+        assert idx.shape == (len(queries), 5)  # only the exactly re-scored candidates come back
+        np.testing.assert_allclose(scores, np.take_along_axis(full, idx, 1), rtol=1e-5)
+
+
+def test_colbert_stages_score_what_they_promise():
+    """Probe scores and centroid-interaction scores against their definitions, computed the slow way."""
+    rng = np.random.default_rng(1)
+    docs = unit_tokens(rng, rng.integers(1, 9, size=40))
+
+    class Fixed:  # a Reps with fixed token vectors
+        def __init__(self):
+            self.docs = {"colbert": TokenVectors(docs)}
+
+        def index(self, texts):
+            pass
+
+    cand = ColbertCandidates(Fixed(), "colbert", candidates=8, nprobe=3, centroids=6)
+    cand.index([])
+    q = unit_tokens(rng, [4])[0]
+    sims = q @ cand.centroids.numpy().T  # (query tokens, centroids)
+    probed = np.argsort(-sims, axis=1)[:, :3]
+    want_probe, want_interact = np.zeros(len(docs)), np.zeros(len(docs))
+    start = 0
+    for j, d in enumerate(docs):
+        codes = cand.codes[start:start + len(d)]
+        start += len(d)
+        assert np.array_equal(codes, (d @ cand.centroids.numpy().T).argmax(axis=1))
+        for t in range(len(q)):
+            hits = [sims[t, c] for c in probed[t] if c in codes]
+            want_probe[j] += max(hits) if hits else 0.0
+            want_interact[j] += sims[t, codes].max()
+    np.testing.assert_allclose(cand.approximate(sims), want_probe / len(q), rtol=1e-5, atol=1e-6)
+    rows = np.arange(len(docs))[::-1].copy()
+    np.testing.assert_allclose(cand.interact(sims, rows), want_interact[rows] / len(q), rtol=1e-5, atol=1e-6)
 
 
 def test_chunk_windows_cover_every_token_and_a_one_chunk_text_is_encode_texts():
@@ -159,9 +218,10 @@ def test_evaluator_rows_for_candidates_and_chunking(tmp_path):
     out = tmp_path / "eval"
     assert evaluate_mteb.main(["--ckpt_dir", final, "--data_dir", str(BEIR_TINY), "--output_folder", str(out),
                                "--reps", "sparse,colbert,hybrid", "--colbert_candidates", "1000", "--colbert_nprobe", "1000",
+                               "--colbert_refine", "2000",
                                "--doc_chunking", "maxp,late", "--chunk_tokens", "8"]) == 0
     rows = {r["model"]: r for r in json.loads((out / "summary.json").read_text())}
-    assert set(rows) == {"final", "final:sparse", "final:colbert-candidates(1000,nprobe1000)", "final:dense-maxp(8)",
+    assert set(rows) == {"final", "final:sparse", "final:colbert-candidates(1000,nprobe1000,refine2000)", "final:dense-maxp(8)",
                          "final:dense-late(8)", "final:hybrid(dense1+sparse0.3+colbert1)"}  # fusion: exhaustive scores
     assert all(0 <= r["ndcg_at_10"] <= 1 and r["query_ms"] >= 0 for m, r in rows.items() if m != "final")
 

@@ -44,7 +44,7 @@ class Reps:
         if key == self._corpus_key:
             return
         reps = self._cached("document", texts) or self.embedder.encode_reps(texts, self.names, **self.options)
-        self.docs = {n: _padded(v) if _multi_vector(n) else v for n, v in reps.items()}
+        self.docs = {n: TokenVectors(v) if _multi_vector(n) else v for n, v in reps.items()}
         self.postings = {n: SparseIndex(v) for n, v in reps.items() if n != "dense" and not _multi_vector(n)}
         self._corpus_key, self._queries = key, {}
 
@@ -72,7 +72,7 @@ class Reps:
         if name == "dense":
             return q @ d.T
         if _multi_vector(name):
-            return _maxsim_blocks(q, d)
+            return d.maxsim(q)
         return self.postings[name].scores(q)
 
 
@@ -88,8 +88,7 @@ class RepScorer:
         if self.name == "dense":
             return float(docs.shape[1] * 4)
         if _multi_vector(self.name):
-            vectors, mask = docs
-            return float(mask.sum()) * vectors.shape[2] * 4 / max(1, vectors.shape[0])
+            return float(docs.tokens.numel() * 4) / max(1, len(docs))
         return docs.nnz * 8 / max(1, docs.shape[0])
 
     def index(self, texts: Sequence[str]) -> None:
@@ -140,16 +139,60 @@ def _padded(vectors: List[np.ndarray]):
     return torch.from_numpy(out), torch.from_numpy(mask)
 
 
-def _maxsim_blocks(queries: List[np.ndarray], docs, block: int = 512) -> np.ndarray:
-    q, q_mask = _padded(queries)
-    d, d_mask = docs
-    out = np.zeros((len(queries), d.shape[0]), dtype=np.float32)
-    step = max(1, 2**24 // max(1, q.shape[1] * d.shape[1] * block))  # ~16M similarities per einsum
-    for i in range(0, len(queries), step):
-        for j in range(0, d.shape[0], block):
-            out[i:i + step, j:j + block] = maxsim(q[i:i + step], q_mask[i:i + step], d[j:j + block],
-                                                   d_mask[j:j + block]).numpy()
-    return out
+class TokenVectors:
+    """A corpus's multi-vectors stored flat: every document's token vectors one after another (``tokens``,
+    (total tokens, dim)), document ``i`` at rows ``offsets[i]:offsets[i + 1]``. No padding is stored, so exhaustive
+    MaxSim and a candidate's exact re-scoring touch each real token once.
+
+    Exhaustive MaxSim goes through documents sorted by length in blocks padded to the block's longest document with
+    copies of each document's own last token: a copy never changes a maximum, so no mask and no masked fill (the
+    padded layout with a mask spent most of its time filling and reducing padding)."""
+
+    def __init__(self, vectors: Sequence[np.ndarray], block: int = 512):
+        self.lengths = np.array([len(v) for v in vectors], dtype=np.int64)
+        empty = np.flatnonzero(self.lengths == 0)
+        if len(empty):
+            raise L2EError(f"document {int(empty[0])} has no token vectors: MaxSim needs at least one per document")
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
+        dim = vectors[0].shape[1] if len(vectors) else 1
+        self.tokens = torch.from_numpy(np.concatenate(vectors).astype(np.float32, copy=False) if len(vectors)
+                                       else np.zeros((0, dim), np.float32))
+        order = np.argsort(self.lengths, kind="stable")
+        self.blocks = [order[s:s + block] for s in range(0, len(order), block)]
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def padded(self, rows: np.ndarray) -> torch.Tensor:
+        """(len(rows), longest, dim): the documents ``rows``, each padded with copies of its last token."""
+        width = int(self.lengths[rows].max())
+        last = (self.lengths[rows] - 1)[:, None]
+        return self.tokens[torch.from_numpy(self.offsets[rows][:, None] + np.minimum(np.arange(width), last))]
+
+    def maxsim(self, queries: Sequence[np.ndarray], sims_per_step: int = 2**24) -> np.ndarray:
+        """(queries, documents) mean MaxSim, as :func:`l2e.model.heads.maxsim` computes it, of every document."""
+        q, q_mask = _padded(queries)  # (Q, Sq, D); padded query tokens are zero and weigh nothing
+        weight = q_mask.float() / q_mask.sum(dim=1, keepdim=True).clamp(min=1)  # mean over real query tokens
+        out = np.zeros((len(queries), len(self)), dtype=np.float32)
+        for rows in self.blocks:
+            d = self.padded(rows)  # (B, W, D)
+            flat = d.reshape(-1, d.shape[-1]).T
+            step = max(1, sims_per_step // max(1, q.shape[1] * flat.shape[1]))
+            for i in range(0, len(queries), step):
+                qb = q[i:i + step]
+                sims = (qb.reshape(-1, qb.shape[-1]) @ flat).view(len(qb), q.shape[1], len(rows), d.shape[1])
+                out[i:i + step, rows] = torch.einsum("qsk,qs->qk", sims.amax(dim=-1), weight[i:i + step]).numpy()
+        return out
+
+    def maxsim_rows(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """(len(rows),) mean MaxSim of one query's token vectors (Sq, D) against the documents ``rows`` only: their
+        tokens gathered flat, one product, each document's maximum by ``np.maximum.reduceat`` over its segment."""
+        lengths = self.lengths[rows]
+        seg = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)  # each row's first gathered token
+        idx = np.repeat(self.offsets[rows] - seg, lengths) + np.arange(int(lengths.sum()))
+        gathered = torch.index_select(self.tokens, 0, torch.from_numpy(idx))  # (tokens of rows, D)
+        sims = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)) @ gathered.T  # (Sq, tokens of rows)
+        return np.maximum.reduceat(sims.numpy(), seg, axis=1).mean(axis=0)
 
 
 class SparseIndex:
@@ -185,34 +228,47 @@ class SparseIndex:
 
 
 class ColbertCandidates:
-    """Multi-vector search with a candidate stage (PLAID's first two stages: Santhanam et al. 2022, arXiv
-    2205.09707), then exact MaxSim on the candidates.
+    """Multi-vector search with a candidate stage (PLAID's stages: Santhanam et al. 2022, arXiv 2205.09707), then
+    exact MaxSim on the candidates.
 
-    Index: k-means centroids of the documents' token vectors (``centroids``, trained on a sample of up to 65,536
-    tokens) and, per centroid, the documents with a token in it. Search: each query token probes its ``nprobe``
-    nearest centroids; a document's approximate score is the mean over query tokens of the best probed centroid
-    similarity among its tokens (0 where none was probed); the ``candidates`` best documents are re-scored by exact
-    MaxSim and only they are returned (a query's list holds ``min(k, candidates)`` documents: Recall@100 needs
-    ``candidates >= 100``). With every centroid probed and every document a candidate the result is exhaustive MaxSim (tested).
+    Index: spherical k-means centroids of the documents' token vectors (``centroids``, trained on a sample of up to
+    65,536 tokens), each token's nearest centroid (its code) and, per centroid, the documents with a token coded to
+    it. Search, per query:
+
+    1. *probe*: each query token takes its ``nprobe`` nearest centroids; a document's first score is the mean over
+       query tokens of the best probed centroid similarity among its tokens (0 where none was probed);
+    2. *centroid interaction*: the best ``refine`` documents (default 4 x ``candidates``) are scored as MaxSim with
+       every token replaced by its centroid -- a table lookup in the (query tokens x centroids) similarities;
+    3. *exact*: the best ``candidates`` are re-scored by exact MaxSim and only they are returned (a query's list holds
+       ``min(k, candidates)`` documents: Recall@100 needs ``candidates >= 100``).
+
+    With every centroid probed and every document a candidate the result is exhaustive MaxSim (tested).
     Why by hand: PyLate's PLAID index (fast-plaid) does not install beside sentence-transformers 6 here, and
     token-level ``faiss`` kNN costs as many flops as exhaustive MaxSim unless approximate."""
 
     def __init__(self, reps: "Reps", name: str, candidates: int = 256, nprobe: int = 4, centroids: int = 0,
-                 seed: int = 0):
+                 seed: int = 0, refine: Optional[int] = None):
         self.reps, self.name = reps, name
         self.candidates, self.nprobe, self.n_centroids, self.seed = candidates, nprobe, centroids, seed
+        self.refine = 4 * candidates if refine is None else refine
 
     def index(self, texts: Sequence[str]) -> None:
         self.reps.index(texts)
-        vectors, mask = self.reps.docs[self.name]
-        tokens = vectors[mask]  # (tokens, dim), documents in order
-        owner = torch.nonzero(mask)[:, 0]  # (tokens,) document of each token
-        n = self.n_centroids or default_centroids(len(tokens))
-        self.centroids = kmeans(tokens, n, seed=self.seed)  # (C, dim), unit rows
-        assign = (tokens @ self.centroids.T).argmax(dim=1)  # (tokens,)
-        pairs = torch.unique(torch.stack([assign, owner], dim=1), dim=0).numpy()  # (centroid, document), sorted
-        self.lists = np.split(pairs[:, 1], np.searchsorted(pairs[:, 0], np.arange(1, len(self.centroids))))
-        self.n_docs = vectors.shape[0]
+        docs: TokenVectors = self.reps.docs[self.name]
+        owner = np.repeat(np.arange(len(docs)), docs.lengths)  # (tokens,) document of each token
+        n = self.n_centroids or default_centroids(len(docs.tokens))
+        self.centroids = kmeans(docs.tokens, n, seed=self.seed)  # (C, dim), unit rows
+        self.codes = np.concatenate([(docs.tokens[s:s + 65536] @ self.centroids.T).argmax(dim=1).numpy()
+                                     for s in range(0, len(docs.tokens), 65536)] or [np.zeros(0, np.int64)])
+        pairs = np.unique(self.codes.astype(np.int64) * len(docs) + owner)  # (centroid, document), sorted
+        self.list_docs = pairs % len(docs)
+        self.list_ptr = np.searchsorted(pairs // len(docs), np.arange(len(self.centroids) + 1))
+        self.n_docs = len(docs)
+
+    def label(self) -> str:
+        """The search's settings, as evaluation rows name it."""
+        refine = f",refine{self.refine}" if self.refine > self.candidates else ""
+        return f"-candidates({self.candidates},nprobe{self.nprobe}{refine})"
 
     def index_bytes_per_doc(self) -> float:
         return RepScorer(self.reps, self.name).index_bytes_per_doc()
@@ -220,30 +276,49 @@ class ColbertCandidates:
     def score(self, queries: Sequence[str], instruction: Optional[str] = None) -> np.ndarray:
         raise L2EError("the ColBERT candidate stage returns top-k lists, not a full score matrix; use search_top_k")
 
-    def approximate(self, q: np.ndarray) -> np.ndarray:
-        """(documents,) approximate scores of one query's token vectors (tokens, dim)."""
-        sims = torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32)) @ self.centroids.T  # (tokens, C)
-        probe = sims.topk(min(self.nprobe, sims.shape[1]), dim=1)  # each token's nearest centroids
-        best = np.zeros((len(q), self.n_docs), dtype=np.float32)
-        for t, (values, cents) in enumerate(zip(probe.values.numpy(), probe.indices.numpy())):
-            for value, c in zip(values, cents):  # nprobe per token: the probed lists, best similarity kept
-                docs = self.lists[c]
-                best[t, docs] = np.maximum(best[t, docs], value)
-        return best.mean(axis=0)
+    def approximate(self, sims: np.ndarray) -> np.ndarray:
+        """(documents,) probe scores from one query's (tokens, centroids) similarities: stage 1."""
+        n_tok = len(sims)
+        probe = min(self.nprobe, sims.shape[1])
+        cents = np.argpartition(-sims, probe - 1, axis=1)[:, :probe]  # each token's probed centroids
+        values = np.take_along_axis(sims, cents, 1)
+        order = np.argsort(-values, axis=1, kind="stable")  # best first, so a document's first hit is its best
+        cents, values = np.take_along_axis(cents, order, 1).ravel(), np.take_along_axis(values, order, 1).ravel()
+        lengths = self.list_ptr[cents + 1] - self.list_ptr[cents]
+        seg = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        docs = self.list_docs[np.repeat(self.list_ptr[cents] - seg, lengths) + np.arange(int(lengths.sum()))]
+        token = np.repeat(np.arange(n_tok).repeat(probe), lengths)
+        _, first = np.unique(token * self.n_docs + docs, return_index=True)  # (token, document): its best probe
+        return np.bincount(docs[first], weights=np.repeat(values, lengths)[first],
+                           minlength=self.n_docs).astype(np.float32) / max(1, n_tok)
+
+    def interact(self, sims: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """(len(rows),) MaxSim of the documents ``rows`` with each token replaced by its centroid: stage 2."""
+        docs: TokenVectors = self.reps.docs[self.name]
+        lengths = docs.lengths[rows]
+        seg = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        codes = self.codes[np.repeat(docs.offsets[rows] - seg, lengths) + np.arange(int(lengths.sum()))]
+        table = np.ascontiguousarray(sims.T)  # (centroids, Sq): a token's row is one contiguous copy
+        return np.maximum.reduceat(table.take(codes, axis=0), seg, axis=0).mean(axis=1)
 
     def top_k(self, queries: Sequence[str], k: int, instruction: Optional[str] = None):
         q_vectors = self.reps.queries(queries, instruction)[self.name]
-        vectors, mask = self.reps.docs[self.name]
+        docs: TokenVectors = self.reps.docs[self.name]
         n_cand = min(self.n_docs, self.candidates)  # only exactly scored documents are returned (as rescoring does)
+        n_refine = min(self.n_docs, max(self.refine, n_cand))
         scores = np.full((len(q_vectors), n_cand), -np.inf, dtype=np.float32)
         idx = np.zeros((len(q_vectors), n_cand), dtype=np.int64)
         for i, q in enumerate(q_vectors):
-            _, cand = top_k(self.approximate(q)[None], n_cand)
-            cand = cand[0]
-            qt, qm = _padded([q])
-            rows = torch.from_numpy(cand)
-            scores[i] = maxsim(qt, qm, vectors[rows], mask[rows]).numpy()[0]
-            idx[i] = cand
+            if not len(q):  # a query without token vectors scores 0 everywhere (as exhaustive MaxSim does)
+                scores[i], idx[i] = 0.0, np.arange(n_cand)
+                continue
+            sims = (torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32)) @ self.centroids.T).numpy()
+            _, pool = top_k(self.approximate(sims)[None], n_refine)
+            pool = pool[0]
+            if n_refine > n_cand:
+                _, keep = top_k(self.interact(sims, pool)[None], n_cand)
+                pool = pool[keep[0]]
+            scores[i], idx[i] = docs.maxsim_rows(q, pool), pool
         scores, idx = rank_rows(scores, idx)
         return scores[:, :k], idx[:, :k]
 
