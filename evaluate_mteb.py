@@ -32,9 +32,10 @@
     python evaluate_mteb.py --ckpt_dir output/l2e/final --data_dir data/dev-small --max_length 512 \
         --doc_chunking maxp,late --chunk_tokens 64
 
-    # a ColBERT head searched through a candidate stage (centroids, then exact MaxSim on 256 documents per query)
+    # a ColBERT head searched through a candidate stage (64 probed centroids per query token, then exact MaxSim on
+    # 256 documents per query)
     python evaluate_mteb.py --ckpt_dir output/heads/final --data_dir data/dev-small --reps colbert \
-        --colbert_candidates 256 --colbert_nprobe 4
+        --colbert_candidates 256 --colbert_nprobe 64
 
     # MTEB's own tasks by name (needs the hub, or its datasets already in the HF cache)
     python evaluate_mteb.py --ckpt_dir output/l2e/final --tasks T2Retrieval --batch_size 64
@@ -115,10 +116,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--colbert_candidates", type=int, default=0,
                    help="multi-vector heads: exact MaxSim on this many candidates per query from a centroid stage "
                    "(PLAID-style), and only they are returned, so Recall@100 needs >= 100 (0: exhaustive MaxSim)")
-    p.add_argument("--colbert_nprobe", type=int, default=4, help="centroids each query token probes (candidate stage)")
-    p.add_argument("--colbert_refine", type=int, default=None,
-                   help="documents per query the centroid-interaction stage re-ranks before exact MaxSim (default 4 x "
-                   "--colbert_candidates; at or below it: no such stage)")
+    p.add_argument("--colbert_nprobe", type=int, default=64, help="centroids each query token probes (candidate stage)")
+    p.add_argument("--colbert_refine", type=int, default=0,
+                   help="documents per query a centroid-interaction stage re-ranks before exact MaxSim (at or below "
+                   "--colbert_candidates, the default 0 included: no such stage)")
     p.add_argument("--doc_chunking", type=parse_list, default=None,
                    help="also search documents encoded whole in chunks: maxp and/or late (one row each; --max_length "
                    "is then late chunking's window)")
@@ -167,7 +168,7 @@ def check_args(args: argparse.Namespace) -> None:
         problems.append(f"--doc_chunking {','.join(bad)}: use some of {','.join(CHUNKING)}")
     if args.doc_chunking and args.document_instruction:
         problems.append("--doc_chunking encodes documents without an instruction; drop --document_instruction")
-    refine = 0 if args.colbert_refine is None else args.colbert_refine
+    refine = args.colbert_refine
     if args.rescore < 0 or args.colbert_candidates < 0 or refine < 0 or args.colbert_nprobe < 1 or args.chunk_tokens < 1:
         problems.append(f"--rescore, --colbert_candidates and --colbert_refine must be >= 0, --colbert_nprobe and "
                         f"--chunk_tokens >= 1 (got {args.rescore}, {args.colbert_candidates}, {refine}, "

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Issue 28's tables on one machine in one go: quantized dense search (dims x precision), sparse through the inverted
 # index, long documents (truncated / whole / maxp / late chunking), and exhaustive vs indexed search timings.
-#   benchmarks/search_tables.sh [CKPT] [DATA] [OUT]
-# defaults: the wave-3 model, the full dev set, docs/results/search
+#   benchmarks/search_tables.sh [CKPT] [DATA] [OUT] [HEADS_CKPT]
+# defaults: the wave-3 model, the full dev set, docs/results/search, and for the search timings a model with trained
+# sparse and ColBERT heads (the ablation's `heads` row; without one bench_search adds an untrained ColBERT projection)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CKPT=${1:-output/smollm2.distill/lexical/final}
 DATA=${2:-../shared/data/dev}
 OUT=${3:-docs/results/search}
+HEADS_CKPT=${4:-output/ablation/heads/final}
+[ -d "$HEADS_CKPT" ] || HEADS_CKPT=$CKPT
 PY=${PY:-.venv/bin/python}
 mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1
@@ -21,4 +24,4 @@ $PY evaluate_mteb.py --ckpt_dir "$CKPT" --data_dir "$DATA" --precision auto --ma
 $PY evaluate_mteb.py --ckpt_dir "$CKPT" --data_dir "$DATA" --precision auto --max_length 512 --reps "" \
     --doc_chunking late --chunk_tokens 64 --output_folder "$OUT/late512"
 # 4. search time after encoding, exhaustive vs indexed, and the indexed search's recall of the exhaustive top 100
-$PY benchmarks/bench_search.py --ckpt_dir "$CKPT" --data_dir "$DATA" --out "$OUT/bench_search.json"
+$PY benchmarks/bench_search.py --ckpt_dir "$HEADS_CKPT" --data_dir "$DATA" --out "$OUT/bench_search.json"

@@ -232,7 +232,7 @@ def test_one_line_errors_for_arguments(tmp_path, capsys):
     assert one_line_error(capsys, ["--ckpt_dir", str(tmp_path), "--colbert_candidates", "64", "--colbert_refine", "-1",
                                    *data]) == (
         "error: --rescore, --colbert_candidates and --colbert_refine must be >= 0, --colbert_nprobe and --chunk_tokens "
-        ">= 1 (got 0, 64, -1, 4, 64)")
+        ">= 1 (got 0, 64, -1, 64, 64)")
     (tmp_path / "step_x").mkdir()
     assert one_line_error(capsys, ["--ckpt_dir", str(tmp_path), "--evaluate_all", *data]) == (
         f"error: --evaluate_all: no step_* checkpoint folders (nor final) in {tmp_path}")

@@ -139,6 +139,13 @@ def _padded(vectors: List[np.ndarray]):
     return torch.from_numpy(out), torch.from_numpy(mask)
 
 
+def spans(starts: np.ndarray, lengths: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Flat indices of the ranges ``starts[i] : starts[i] + lengths[i]`` one after another, and where each range
+    begins in them (what ``np.maximum.reduceat`` takes)."""
+    seg = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    return np.repeat(starts - seg, lengths) + np.arange(int(lengths.sum())), seg
+
+
 class TokenVectors:
     """A corpus's multi-vectors stored flat: every document's token vectors one after another (``tokens``,
     (total tokens, dim)), document ``i`` at rows ``offsets[i]:offsets[i + 1]``. No padding is stored, so exhaustive
@@ -187,9 +194,7 @@ class TokenVectors:
     def maxsim_rows(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """(len(rows),) mean MaxSim of one query's token vectors (Sq, D) against the documents ``rows`` only: their
         tokens gathered flat, one product, each document's maximum by ``np.maximum.reduceat`` over its segment."""
-        lengths = self.lengths[rows]
-        seg = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)  # each row's first gathered token
-        idx = np.repeat(self.offsets[rows] - seg, lengths) + np.arange(int(lengths.sum()))
+        idx, seg = spans(self.offsets[rows], self.lengths[rows])
         gathered = torch.index_select(self.tokens, 0, torch.from_numpy(idx))  # (tokens of rows, D)
         sims = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)) @ gathered.T  # (Sq, tokens of rows)
         return np.maximum.reduceat(sims.numpy(), seg, axis=1).mean(axis=0)
@@ -237,20 +242,24 @@ class ColbertCandidates:
 
     1. *probe*: each query token takes its ``nprobe`` nearest centroids; a document's first score is the mean over
        query tokens of the best probed centroid similarity among its tokens (0 where none was probed);
-    2. *centroid interaction*: the best ``refine`` documents (default 4 x ``candidates``) are scored as MaxSim with
-       every token replaced by its centroid -- a table lookup in the (query tokens x centroids) similarities;
+    2. *centroid interaction* (only when ``refine`` > ``candidates``; PLAID's stage 3): the best ``refine``
+       documents are scored as MaxSim with every token replaced by its centroid -- a table lookup in the (query
+       tokens x centroids) similarities;
     3. *exact*: the best ``candidates`` are re-scored by exact MaxSim and only they are returned (a query's list holds
        ``min(k, candidates)`` documents: Recall@100 needs ``candidates >= 100``).
 
-    With every centroid probed and every document a candidate the result is exhaustive MaxSim (tested).
+    With every centroid probed and every document a candidate the result is exhaustive MaxSim (tested). Defaults
+    from ``benchmarks/bench_search.py`` on the full dev set (6,253 documents, a trained ColBERT head): 64 probes and
+    256 exact candidates found 0.87 of the exhaustive top 100 in 41 s for 6,332 queries; centroid interaction on
+    1,024 documents cost more than it found there (0.57 at 4 probes, 57 s), so it is off unless asked for.
     Why by hand: PyLate's PLAID index (fast-plaid) does not install beside sentence-transformers 6 here, and
     token-level ``faiss`` kNN costs as many flops as exhaustive MaxSim unless approximate."""
 
-    def __init__(self, reps: "Reps", name: str, candidates: int = 256, nprobe: int = 4, centroids: int = 0,
-                 seed: int = 0, refine: Optional[int] = None):
+    def __init__(self, reps: "Reps", name: str, candidates: int = 256, nprobe: int = 64, centroids: int = 0,
+                 seed: int = 0, refine: int = 0):
         self.reps, self.name = reps, name
         self.candidates, self.nprobe, self.n_centroids, self.seed = candidates, nprobe, centroids, seed
-        self.refine = 4 * candidates if refine is None else refine
+        self.refine = refine
 
     def index(self, texts: Sequence[str]) -> None:
         self.reps.index(texts)
@@ -285,8 +294,7 @@ class ColbertCandidates:
         order = np.argsort(-values, axis=1, kind="stable")  # best first, so a document's first hit is its best
         cents, values = np.take_along_axis(cents, order, 1).ravel(), np.take_along_axis(values, order, 1).ravel()
         lengths = self.list_ptr[cents + 1] - self.list_ptr[cents]
-        seg = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        docs = self.list_docs[np.repeat(self.list_ptr[cents] - seg, lengths) + np.arange(int(lengths.sum()))]
+        docs = self.list_docs[spans(self.list_ptr[cents], lengths)[0]]
         token = np.repeat(np.arange(n_tok).repeat(probe), lengths)
         _, first = np.unique(token * self.n_docs + docs, return_index=True)  # (token, document): its best probe
         return np.bincount(docs[first], weights=np.repeat(values, lengths)[first],
@@ -295,9 +303,8 @@ class ColbertCandidates:
     def interact(self, sims: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """(len(rows),) MaxSim of the documents ``rows`` with each token replaced by its centroid: stage 2."""
         docs: TokenVectors = self.reps.docs[self.name]
-        lengths = docs.lengths[rows]
-        seg = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        codes = self.codes[np.repeat(docs.offsets[rows] - seg, lengths) + np.arange(int(lengths.sum()))]
+        idx, seg = spans(docs.offsets[rows], docs.lengths[rows])
+        codes = self.codes[idx]
         table = np.ascontiguousarray(sims.T)  # (centroids, Sq): a token's row is one contiguous copy
         return np.maximum.reduceat(table.take(codes, axis=0), seg, axis=0).mean(axis=1)
 
