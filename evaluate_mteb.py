@@ -168,10 +168,10 @@ def check_args(args: argparse.Namespace) -> None:
         problems.append(f"--doc_chunking {','.join(bad)}: use some of {','.join(CHUNKING)}")
     if args.doc_chunking and args.document_instruction:
         problems.append("--doc_chunking encodes documents without an instruction; drop --document_instruction")
-    refine = args.colbert_refine
-    if args.rescore < 0 or args.colbert_candidates < 0 or refine < 0 or args.colbert_nprobe < 1 or args.chunk_tokens < 1:
+    if (args.rescore < 0 or args.colbert_candidates < 0 or args.colbert_refine < 0 or args.colbert_nprobe < 1
+            or args.chunk_tokens < 1):
         problems.append(f"--rescore, --colbert_candidates and --colbert_refine must be >= 0, --colbert_nprobe and "
-                        f"--chunk_tokens >= 1 (got {args.rescore}, {args.colbert_candidates}, {refine}, "
+                        f"--chunk_tokens >= 1 (got {args.rescore}, {args.colbert_candidates}, {args.colbert_refine}, "
                         f"{args.colbert_nprobe}, {args.chunk_tokens})")
     if problems:
         raise EvalError("; ".join(problems))

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from l2e.core.errors import L2EError
-from l2e.model.heads import get_head, maxsim
+from l2e.model.heads import get_head
 
 
 class Reps:
