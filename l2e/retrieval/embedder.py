@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -273,6 +274,11 @@ class Embedder:
         st_pooling, st_max_length = read_sentence_transformers(folder)
         if pooling is None and st_pooling:
             pooling = _st_pooling_name(st_pooling)
+        if st_pooling and is_decoder_tokenizer(tokenizer) and tokenizer("x")["input_ids"][-1:] != [tokenizer.eos_token_id]:
+            # l2e ends every decoder text with EOS (what its exports' tokenizers do themselves); this folder's
+            # tokenizer does not, so sentence-transformers encodes it without one: say so rather than differ silently
+            warnings.warn(f"{folder}: its tokenizer does not end texts with EOS, so sentence-transformers encodes "
+                          "them without it; l2e appends EOS to every decoder text, and the vectors will differ")
         pooling = pooling or ("eos" if is_decoder_tokenizer(tokenizer) else "mean")
         length = max_length or st_max_length or 512
         settings = ModelSettings(pooling_mode=pooling, bi_attn_enabled=bi_attn, skip_instruction=skip_instruction,
@@ -295,16 +301,37 @@ def read_sentence_transformers(folder: str):
         if module.get("type", "").endswith("Pooling"):
             with open(os.path.join(folder, module["path"], "config.json")) as f:
                 pooling = json.load(f)
-    max_length = None
+    bert = {}
     bert_cfg = os.path.join(folder, "sentence_bert_config.json")
     if os.path.isfile(bert_cfg):
         with open(bert_cfg) as f:
-            max_length = json.load(f).get("max_seq_length")
+            bert = json.load(f)
+    if "message" in (bert.get("modality_config") or {}):
+        # sentence-transformers >= 6 renders every text through the tokenizer's chat template when the folder
+        # declares the message modality; l2e encodes plain text, so it would score another model, silently.
+        raise L2EError(f"{bert_cfg}: sentence-transformers renders this folder's texts through its chat template "
+                       "(modality_config has 'message'); l2e encodes plain text. Pin the text modality (keep only "
+                       "'text' in modality_config) or load the model's plain folder instead")
+    max_length = bert.get("max_seq_length")
+    if max_length is None:  # sentence-transformers >= 6 keeps it as the tokenizer's model_max_length
+        tok_cfg = os.path.join(folder, "tokenizer_config.json")
+        if os.path.isfile(tok_cfg):
+            with open(tok_cfg) as f:
+                length = json.load(f).get("model_max_length")
+            # transformers writes a huge sentinel (int(1e30)) for "no limit"
+            max_length = length if isinstance(length, int) and length < 1_000_000 else None
     return pooling, max_length
 
 
 def _st_pooling_name(cfg: dict) -> str:
-    on = [flag for flag, value in cfg.items() if flag.startswith("pooling_mode") and value]
+    """The l2e pooling of a sentence-transformers Pooling config: one boolean flag per mode (``pooling_mode_mean_tokens:
+    true``, what l2e writes, readable by every version) or, as sentence-transformers >= 5 saves it, ``pooling_mode``
+    holding a mode name or a list of them."""
+    mode = cfg.get("pooling_mode")
+    if mode is not None:
+        on = [mode] if isinstance(mode, str) else list(mode)
+    else:
+        on = [flag for flag, value in cfg.items() if flag.startswith("pooling_mode") and value]
     names = [name for f in on if (name := pooling_from_st_mode(f))]
     if len(on) != 1 or len(names) != 1:
         supported = dict.fromkeys(s.st_mode for s in POOLINGS.values() if s.st_mode)
