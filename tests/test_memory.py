@@ -65,6 +65,10 @@ def test_checkpointed_run_logs_the_same_losses(tmp_path, capsys):
     assert "memory: 0 of 2 layers checkpointed" in capsys.readouterr().out
     for a, b in zip(*logs):
         assert b["loss"] == pytest.approx(a["loss"], abs=1e-4), a["step"]
+    # every logged step says how much memory the process holds and the most it has held (when the peak happens)
+    peaks = [r["peak_rss_gb"] for r in logs[0]]
+    assert all(0 < r["rss_gb"] <= r["peak_rss_gb"] + 1e-3 for r in logs[0])
+    assert peaks == sorted(peaks)
 
 
 def test_mmap_threshold_returns_freed_activations_to_the_os():

@@ -31,6 +31,7 @@ from l2e.data.read import row_lengths
 from l2e.model.heads import enabled_heads
 from l2e.model.precision import Precision, autocast, resolve_precision
 from l2e.train import checkpoint
+from l2e.train.memory import GB, current_rss_bytes
 from l2e.train.objectives import build_objectives
 from l2e.train.optim import build_optimizer, build_scheduler
 
@@ -363,12 +364,16 @@ class Trainer:
     def _record(self, terms, batch, epoch, grad_norm, tokens_per_s) -> dict:
         ds = self.train_sets[batch["dataset"]]
         values = {k: self.acc.reduce(v.float(), reduction="mean").item() for k, v in terms.items()}
+        # Resident memory now and the peak so far, per logged step: a run's peak (training_summary.json) says how
+        # much, this says when -- a step, a validation pass or a checkpoint save.
+        memory = {"rss_gb": current_rss_bytes() / GB, "peak_rss_gb": _peak_rss_gb()}
         record = {"step": self.step, "epoch": epoch, "dataset": ds.name, "lr": self.scheduler.get_last_lr()[0],
                   "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                  "tokens_per_s": tokens_per_s, "elapsed_s": time.time() - self.t_start, **values}
+                  "tokens_per_s": tokens_per_s, "elapsed_s": time.time() - self.t_start, **memory, **values}
         scalars = {f"train/{k}": v for k, v in values.items()}
         scalars.update({f"train/{k}/{ds.name}": v for k, v in values.items()})
         scalars.update({"train/lr": record["lr"], "train/tokens_per_s": tokens_per_s})
+        scalars.update({f"memory/{k}": v for k, v in memory.items()})
         if record["grad_norm"] is not None:
             scalars["train/grad_norm"] = record["grad_norm"]
         self.acc.log(scalars, step=self.step)
