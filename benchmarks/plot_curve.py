@@ -5,7 +5,8 @@
     python benchmarks/plot_curve.py --chain configs/cpu/smollm2.distill.chain.json --out docs/distill_learning_curve.png
 
 Reads each run's training_log.jsonl and validation_log.jsonl (written by run.py). With ``--chain`` the training
-stages of a chain are drawn end to end: stage k's steps and minutes continue where stage k-1's ended.
+stages of a chain are drawn end to end: stage k's steps and minutes continue where stage k-1's ended. Panels: the
+training loss; validation nDCG@10 where a run scored eval_data_dir; resident memory where a run logged it.
 """
 from __future__ import annotations
 
@@ -62,29 +63,46 @@ def main(argv=None) -> None:
         p.error("give run folders or --chain, not both")
     runs = chain_runs(args.chain) if args.chain else [
         (os.path.basename(os.path.normpath(r)), r, 0, 0.0) for r in args.runs]
-    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, run, step0, seconds0 in runs:
-        train = read(os.path.join(run, "training_log.jsonl"))
+    logs = [(name, run, step0, seconds0, read(os.path.join(run, "training_log.jsonl")),
+             read(os.path.join(run, "validation_log.jsonl"))) for name, run, step0, seconds0 in runs]
+    for name, run, _, _, train, _ in logs:
         if not train:
             raise SystemExit(f"error: {run}/training_log.jsonl missing or empty")
+    # Panels with something to draw: the loss always; validation nDCG@10 where a run scored eval_data_dir; resident
+    # memory where a run logged it (run.py since 9bce7f9), e.g. to lay a bf16 run's memory beside an fp32 one's.
+    with_val = any("ndcg_at_10" in r for *_, val in logs for r in val)
+    with_mem = any("rss_gb" in r for *_, train, _ in logs for r in train)
+    panels = 1 + with_val + with_mem
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), squeeze=False)
+    ax_loss = axes[0][0]
+    ax_val = axes[0][1] if with_val else None
+    ax_mem = axes[0][-1] if with_mem else None
+    for name, run, step0, seconds0, train, val in logs:
         # The full-size InfoNCE term is comparable across mixes; "loss" also sums MRL and spread-out terms.
         key = "infonce" if "infonce" in train[0] else "loss"
         ax_loss.plot([step0 + r["step"] for r in train], [r[key] for r in train], label=name, alpha=0.8)
         if step0:
-            for ax in (ax_loss, ax_val):
+            for ax in axes[0]:
                 ax.axvline(step0, color="grey", linestyle=":", linewidth=1)
-        val = read(os.path.join(run, "validation_log.jsonl"))
-        key = "ndcg_at_10" if any("ndcg_at_10" in r for r in val) else None
-        if key:
-            pts = [(step0 + r["step"], r[key]) for r in val if key in r]
+        if ax_mem is not None and any("rss_gb" in r for r in train):
+            line, = ax_mem.plot([step0 + r["step"] for r in train if "rss_gb" in r],
+                                [r["rss_gb"] for r in train if "rss_gb" in r], label=f"{name} (now)")
+            ax_mem.plot([step0 + r["step"] for r in train if "rss_gb" in r],
+                        [r["peak_rss_gb"] for r in train if "rss_gb" in r], linestyle="--", color=line.get_color(),
+                        label=f"{name} (peak so far)")
+        if ax_val is not None and any("ndcg_at_10" in r for r in val):
+            pts = [(step0 + r["step"], r["ndcg_at_10"]) for r in val if "ndcg_at_10" in r]
             ax_val.plot(*zip(*pts), marker="o", label=name)
             for r in val:  # training minutes so far (net of validation), where run.py logged them
-                if key in r and "train_s" in r:
-                    ax_val.annotate(f"{(seconds0 + r['train_s']) / 60:.0f} min", (step0 + r["step"], r[key]), fontsize=7,
-                                    textcoords="offset points", xytext=(4, -10))
+                if "ndcg_at_10" in r and "train_s" in r:
+                    ax_val.annotate(f"{(seconds0 + r['train_s']) / 60:.0f} min", (step0 + r["step"], r["ndcg_at_10"]),
+                                    fontsize=7, textcoords="offset points", xytext=(4, -10))
     ax_loss.set(xlabel="optimizer step", ylabel="InfoNCE (full size)", title="training loss")
-    ax_val.set(xlabel="optimizer step", ylabel="nDCG@10", title="validation nDCG@10 (eval_data_dir)")
-    for ax in (ax_loss, ax_val):
+    if ax_val is not None:
+        ax_val.set(xlabel="optimizer step", ylabel="nDCG@10", title="validation nDCG@10 (eval_data_dir)")
+    if ax_mem is not None:
+        ax_mem.set(xlabel="optimizer step", ylabel="GB", title="resident memory")
+    for ax in axes[0]:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)

@@ -117,6 +117,32 @@ def test_plot_curve_draws_a_chains_stages_end_to_end(tmp_path, monkeypatch):
         plot_curve.main([str(tmp_path / "out" / "a"), "--chain", str(chain)])
 
 
+def test_plot_curve_draws_the_panels_it_has_data_for(tmp_path):
+    """Loss always; resident memory when a run logged it (now and peak so far); validation nDCG@10 only when a run
+    scored eval_data_dir -- no empty panel."""
+    import struct
+
+    import benchmarks.plot_curve as plot_curve
+
+    def png_width(path):
+        return struct.unpack(">I", path.read_bytes()[16:20])[0]  # the IHDR chunk's width
+
+    for name, memory in (("fp32", True), ("old", False)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "training_log.jsonl").write_text("".join(json.dumps(
+            {"step": s, "infonce": 1.0 / s, **({"rss_gb": 6 + s / 10, "peak_rss_gb": 6.5 + s / 10} if memory else {})})
+            + "\n" for s in range(1, 5)))
+    widths = {}
+    for panels, runs in ((1, ["old"]), (2, ["old", "fp32"])):
+        plot_curve.main([str(tmp_path / r) for r in runs] + ["--out", str(tmp_path / f"{panels}.png")])
+        widths[panels] = png_width(tmp_path / f"{panels}.png")
+    (tmp_path / "old" / "validation_log.jsonl").write_text(json.dumps({"step": 4, "ndcg_at_10": 0.5}) + "\n")
+    plot_curve.main([str(tmp_path / "old"), str(tmp_path / "fp32"), "--out", str(tmp_path / "3.png")])
+    widths[3] = png_width(tmp_path / "3.png")
+    assert widths[2] == 2 * widths[1] and widths[3] == 3 * widths[1]
+
+
 def test_bench_search_compares_exhaustive_and_indexed_search(tmp_path):
     """Every representation of a tiny checkpoint (dense, a sparse head, an added untrained ColBERT projection):
     exhaustive and indexed timings, and the sparse inverted index finds exactly the exhaustive top 100."""
