@@ -237,7 +237,10 @@ def test_the_peer_is_sentence_transformers_for_bases_wall_time(tiny_run):
 
     assert evaluate_mteb.sentence_transformers_options(str(final)) == {
         "bi_attn": True, "query_instruction": "Instruct: Given a package summary, retrieve its description\nQuery:",
-        "skip_instruction": True, "pooling": "mean"}
+        "skip_instruction": True}
+    # sentence-transformers 6 saved its pooling as {"pooling_mode": "mean"}: the Embedder reads it
+    baseline = evaluate_mteb.load_baseline(str(final), evaluate_mteb.parse_args(["--baseline", str(final), "--bm25"]))
+    assert baseline.model.pooling_mode == "mean"
 
 
 def test_ablation_markdown_and_plot(tiny_run):
