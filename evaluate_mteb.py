@@ -245,6 +245,8 @@ def sentence_transformers_options(path: str) -> dict:
     GGUF files and sentence-transformers folders that set none of these (all-MiniLM-L6-v2) get ``{}``."""
     import json
 
+    from l2e.retrieval.embedder import read_sentence_transformers
+
     def read(name: str) -> dict:
         file = os.path.join(path, name)
         if not os.path.isfile(file):
@@ -260,9 +262,8 @@ def sentence_transformers_options(path: str) -> dict:
     prompt = (read("config_sentence_transformers.json").get("prompts") or {}).get("query")
     if prompt:
         options["query_instruction"] = prompt
-    pooling = [m for m in read("modules.json") if m.get("type", "").endswith("Pooling")]
-    config = read(os.path.join(pooling[0]["path"], "config.json")) if pooling else {}
-    if config.get("include_prompt") is False:
+    config, _ = read_sentence_transformers(path)  # the Pooling config, as the Embedder reads it
+    if (config or {}).get("include_prompt") is False:
         options["skip_instruction"] = True
     return options  # the folder's pooling mode is Embedder.from_pretrained's to read
 

@@ -84,11 +84,11 @@ def main(argv=None) -> None:
         if step0:
             for ax in axes[0]:
                 ax.axvline(step0, color="grey", linestyle=":", linewidth=1)
-        if ax_mem is not None and any("rss_gb" in r for r in train):
-            line, = ax_mem.plot([step0 + r["step"] for r in train if "rss_gb" in r],
-                                [r["rss_gb"] for r in train if "rss_gb" in r], label=f"{name} (now)")
-            ax_mem.plot([step0 + r["step"] for r in train if "rss_gb" in r],
-                        [r["peak_rss_gb"] for r in train if "rss_gb" in r], linestyle="--", color=line.get_color(),
+        memory = [r for r in train if "rss_gb" in r]
+        if ax_mem is not None and memory:
+            steps = [step0 + r["step"] for r in memory]
+            line, = ax_mem.plot(steps, [r["rss_gb"] for r in memory], label=f"{name} (now)")
+            ax_mem.plot(steps, [r["peak_rss_gb"] for r in memory], linestyle="--", color=line.get_color(),
                         label=f"{name} (peak so far)")
         if ax_val is not None and any("ndcg_at_10" in r for r in val):
             pts = [(step0 + r["step"], r["ndcg_at_10"]) for r in val if "ndcg_at_10" in r]

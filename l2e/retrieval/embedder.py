@@ -274,8 +274,8 @@ class Embedder:
         st_pooling, st_max_length = read_sentence_transformers(folder)
         if pooling is None and st_pooling:
             pooling = _st_pooling_name(st_pooling)
-        ends_with_eos = tokenizer("x")["input_ids"][-1:] == [tokenizer.eos_token_id]
-        if st_pooling and is_decoder_tokenizer(tokenizer) and not ends_with_eos:
+        if (st_pooling and is_decoder_tokenizer(tokenizer)
+                and tokenizer("x")["input_ids"][-1:] != [tokenizer.eos_token_id]):
             # l2e ends every decoder text with EOS (what its exports' tokenizers do themselves); this folder's
             # tokenizer does not, so sentence-transformers encodes it without one: say so rather than differ silently
             warnings.warn(f"{folder}: its tokenizer does not end texts with EOS, so sentence-transformers encodes "
