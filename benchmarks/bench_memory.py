@@ -8,9 +8,12 @@ validation off, and reads back the run's ``training_summary.json`` (``peak_rss_g
 loading and export included) and ``training_log.jsonl`` (median seconds per step, the first step left out: it
 warms up). The peer every row is compared with is ``default``: glibc's malloc as it comes.
 
-Rows: ``default``; ``mmapN``: ``malloc_mmap_threshold_mb=N`` (allocations of N MiB or more mmapped and
-unmapped when freed -- l2e.train.memory.set_mmap_threshold); ``jemalloc``: the same run with libjemalloc preloaded
-(Debian package libjemalloc2), the documented alternative.
+Rows: ``default``, or parts joined by ``+`` (``bf16+trim``): ``mmapN``: ``malloc_mmap_threshold_mb=N``
+(allocations of N MiB or more mmapped and unmapped when freed -- l2e.train.memory.set_mmap_threshold); ``trim``:
+``malloc_trim_each_step`` (the heap's free pages go back to the OS after every optimizer step); ``thp``:
+PyTorch's ``THP_MEM_ALLOC_ENABLE=1`` (large blocks on transparent huge pages: fewer page faults);
+``bf16`` / ``fp32``: ``precision``; ``jemalloc``: libjemalloc preloaded (Debian package libjemalloc2), the
+documented alternative.
 """
 from __future__ import annotations
 
@@ -27,26 +30,33 @@ JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 
 
 def row_settings(name: str):
-    """(run.py --set overrides, extra environment) of one row name."""
-    if name == "default":
-        return {}, {}
-    if name == "jemalloc":
-        return {}, {"LD_PRELOAD": JEMALLOC}
-    if name.startswith("mmap"):
-        try:
-            return {"malloc_mmap_threshold_mb": float(name[4:])}, {}
-        except ValueError:
-            pass
-    raise SystemExit(f"error: unknown row {name!r}; use default, jemalloc or mmapN (N MiB, e.g. mmap4)")
+    """(run.py --set overrides, extra environment) of one row name: ``default`` or parts joined by ``+``."""
+    sets, env = {}, {}
+    for part in ([] if name == "default" else name.split("+")):
+        if part == "jemalloc":
+            env["LD_PRELOAD"] = JEMALLOC
+        elif part == "thp":  # PyTorch's own switch: blocks >= 2 MB 2MB-aligned and madvise(MADV_HUGEPAGE)
+            env["THP_MEM_ALLOC_ENABLE"] = "1"
+        elif part == "trim":
+            sets["malloc_trim_each_step"] = True
+        elif part in ("bf16", "fp32"):
+            sets["precision"] = part
+        elif part.startswith("mmap") and part[4:].replace(".", "", 1).isdigit():
+            sets["malloc_mmap_threshold_mb"] = float(part[4:])
+        else:
+            raise SystemExit(f"error: unknown row part {part!r} in {name!r}; use default, or parts joined by +: "
+                             "jemalloc, thp, trim, bf16, fp32, mmapN (N MiB, e.g. mmap4)")
+    return sets, env
 
 
 def run_row(args, name: str, out: str) -> dict:
     sets, env = row_settings(name)
+    run_id = name.replace("+", "_")  # experiment_id allows letters, digits, "._-"
     if env.get("LD_PRELOAD") and not os.path.isfile(JEMALLOC):
         return {"row": name, "error": f"{JEMALLOC} not installed (apt-get install libjemalloc2)"}
     sets = {"train_steps": args.steps, "checkpointing_steps": args.steps, "validation_steps": 10 * args.steps,
             "eval_data_dir": "", "keep_last_n": 0, "log_interval": 1, "output_dir": out, "tb_dir": f"{out}/tb",
-            "experiment_id": name, **sets}
+            "experiment_id": run_id, **sets}
     cmd = [sys.executable, "run.py", "--config", args.config, "--overwrite"]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={json.dumps(v)}"]
@@ -55,7 +65,7 @@ def run_row(args, name: str, out: str) -> dict:
         res = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **env})
     if res.returncode:
         return {"row": name, "error": f"exit {res.returncode}: " + open(log).read()[-300:].replace("\n", " ")}
-    run_dir = os.path.join(out, name)
+    run_dir = os.path.join(out, run_id)
     with open(os.path.join(run_dir, "training_summary.json")) as f:
         summary = json.load(f)
     with open(os.path.join(run_dir, "training_log.jsonl")) as f:

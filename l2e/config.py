@@ -86,6 +86,7 @@ class Config:
     gradient_checkpointing: bool = False  # checkpoint every decoder layer (see memory_budget_gb for fewer)
     memory_budget_gb: float = 0.0  # > 0: checkpoint just enough layers to keep a worst-case step under it (l2e.train.memory)
     malloc_mmap_threshold_mb: float = 0.0  # > 0: glibc mmaps allocations this large, freed at once (l2e.train.memory)
+    malloc_trim_each_step: bool = False  # hand the heap's freed memory back to the OS after every optimizer step
     grad_cache: bool = False  # GradCache: large contrastive batches in small mini-batches
     grad_cache_mini_batch: int = 8
     torch_dtype: str = "auto"  # auto = float32 on CPU, bfloat16 on CUDA

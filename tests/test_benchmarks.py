@@ -11,6 +11,7 @@ from l2e.export.final import export_final
 from l2e.model.embedding_model import build_model
 
 import benchmarks.bench_encode as bench_encode
+import benchmarks.bench_memory as bench_memory
 import benchmarks.bench_train as bench_train
 
 
@@ -171,3 +172,29 @@ def test_bench_search_compares_exhaustive_and_indexed_search(tmp_path):
     assert rows["multi_vector"]["recall_at_100_vs_exhaustive"] == 1.0
     assert rows["multi_vector"]["representation"] == "colbert (untrained projection)"
     assert "| sparse |" in out.with_suffix(".md").read_text()
+
+
+def test_bench_memory_rows_combine_settings_and_refuse_unknown_parts():
+    assert bench_memory.row_settings("default") == ({}, {})
+    sets, env = bench_memory.row_settings("bf16+trim+thp+mmap4")
+    assert sets == {"precision": "bf16", "malloc_trim_each_step": True, "malloc_mmap_threshold_mb": 4.0}
+    assert env == {"THP_MEM_ALLOC_ENABLE": "1"}
+    with pytest.raises(SystemExit, match="unknown row part 'trimm' in 'bf16\\+trimm'"):
+        bench_memory.row_settings("bf16+trimm")
+
+
+def test_bench_memory_runs_combined_rows_end_to_end(tmp_path, capsys):
+    """Each row its own run.py process on a tiny model: a combined row's name is a valid run id, its settings
+    reach the run, and the table compares it with the default row."""
+    from helpers_models import tiny_qwen3
+    from helpers_train import make_training_data, train_rows, write_config
+
+    data = make_training_data(tmp_path / "d", rows=8, negatives=1)
+    cfg = write_config(tmp_path / "c", "mrl_spread.lora.bi_mean", tiny_qwen3(), data, train_batch_size=train_rows(data))
+    out = tmp_path / "rows.json"
+    bench_memory.main(["--config", str(cfg), "--steps", "3", "--rows", "default,trim+mmap4", "--json_out", str(out)])
+    rows = {r["row"]: r for r in json.loads(out.read_text())["rows"]}
+    assert not any("error" in r for r in rows.values()), rows
+    assert rows["trim+mmap4"]["malloc_trim_each_step"] is True and rows["trim+mmap4"]["malloc_mmap_threshold_mb"] == 4
+    assert all(r["peak_rss_gb"] > 0 and r["s_per_step"] > 0 for r in rows.values())
+    assert "| trim+mmap4 |" in capsys.readouterr().out

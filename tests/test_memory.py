@@ -8,7 +8,7 @@ import run
 from helpers_models import tiny_config, tiny_qwen3
 from helpers_train import make_training_data, read_log, train_rows, write_config
 from l2e.train.memory import (GB, MemoryBudgetError, apply_checkpointing, decoder_layers, measure_per_layer,
-                        plan_checkpointing, saved_bytes)
+                        plan_checkpointing, probe_layer_memory, saved_bytes)
 from l2e.model.embedding_model import build_model
 
 
@@ -29,6 +29,29 @@ def test_per_layer_bytes_are_activations_not_weights(built):
     short, long = measure_per_layer(model, 16, "cpu"), measure_per_layer(model, 64, "cpu")
     # The weights autograd references are not counted, so the per-token cost does not shrink with length.
     assert 0 < short and abs(short - long) / long < 0.2
+
+
+def test_bf16_probe_counts_per_token_memory_not_the_weight_copies(built):
+    """Under bf16 autocast each layer keeps bf16 copies of its weights once per step: the probe separates them
+    from the per-token cost, which must match what a real-sized batch adds per token."""
+    from l2e.model.precision import Precision, autocast
+
+    model, _ = built
+    bf16 = Precision("bf16", "test")
+    per_token, per_step = probe_layer_memory(model, 16, "cpu", bf16)
+    weights = frozenset(t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()])
+    layers = len(decoder_layers(model.backbone))
+
+    def kept(rows):
+        ids = torch.randint(10, 1000, (rows, 16))
+        with autocast(bf16, "cpu"):
+            return saved_bytes(lambda: model(ids, torch.ones_like(ids)), exclude=weights) / layers
+
+    marginal = (kept(32) - kept(16)) / (16 * 16)
+    assert per_token == pytest.approx(marginal, rel=0.05)
+    one_probe = kept(2) / (2 * 16)  # what a single 2-text probe called per-token memory
+    assert one_probe > 1.2 * per_token and per_step > 0
+    assert probe_layer_memory(model, 16, "cpu")[1] == pytest.approx(0, abs=1024)  # fp32: no copies
 
 
 def test_plan_picks_the_fewest_layers_that_fit(built):
@@ -101,3 +124,46 @@ print((during - before) >> 20, (current_rss_bytes() - before) >> 20)
     # Without it glibc kept all 400 MiB in a plain interpreter here, but what it keeps depends on the process's
     # allocation history (16 MiB under pytest's environment): only the with-threshold side is asserted exactly.
     assert kept["1"] < 50 and kept["1"] <= kept["0"], kept
+
+
+def test_trim_heap_returns_freed_heap_blocks_to_the_os():
+    """trim_heap: freed blocks pinned inside the heap (a live block after each) leave resident memory; before it,
+    glibc keeps them (its own process: what glibc keeps depends on the allocation history)."""
+    import subprocess
+    import sys
+
+    code = """
+import torch
+from l2e.train.memory import current_rss_bytes, trim_heap
+warm = torch.ones(16 * 1024 * 1024 // 4); del warm  # glibc raises its mmap threshold to 16 MiB: 4 MiB blocks come from the heap
+before = current_rss_bytes()
+blocks, pins = [], []
+for _ in range(100):
+    blocks.append(torch.ones(1024, 1024))  # 4 MiB, touched
+    pins.append(torch.ones(64))  # a small live block after each: the heap's top cannot shrink past it
+del blocks
+kept = current_rss_bytes() - before
+assert trim_heap()
+print(kept >> 20, (current_rss_bytes() - before) >> 20)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    kept, trimmed = map(int, out.stdout.split())
+    assert trimmed < 50 and trimmed < kept, (kept, trimmed)
+
+
+def test_trim_each_step_runs_once_per_optimizer_step_and_changes_no_result(tmp_path, monkeypatch):
+    import l2e.train.trainer as trainer
+
+    calls = []
+    monkeypatch.setattr(trainer, "trim_heap", lambda: calls.append(1) or True)
+    data = make_training_data(tmp_path / "d", rows=8, negatives=1)
+    logs = []
+    for name, trim in [("plain", False), ("trim", True)]:
+        cfg = write_config(tmp_path / name, "mrl_spread.lora.bi_mean", tiny_qwen3(), data, lora_dropout=0.0,
+                           train_batch_size=train_rows(data) // 2, train_steps=4, gradient_accumulation_steps=2,
+                           checkpointing_steps=4, validation_steps=4, log_interval=1, malloc_trim_each_step=trim)
+        assert run.main(["--config", str(cfg)]) == 0
+        logs.append(read_log(tmp_path / name / "out" / "tiny.mrl_spread.lora.bi_mean"))
+    assert len(calls) == 4  # optimizer steps, not micro-batches (accumulation 2)
+    assert [r["loss"] for r in logs[1]] == pytest.approx([r["loss"] for r in logs[0]], abs=1e-6)

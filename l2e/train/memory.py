@@ -62,22 +62,35 @@ def saved_bytes(fn, exclude: frozenset = frozenset()) -> int:
 
 
 def measure_per_layer(model, seq_len: int, device, precision=None) -> float:
-    """Bytes one decoder layer keeps for backward per token, on 2 probe texts of ``seq_len`` tokens, in the
-    arithmetic the run trains in (bf16 autocast keeps bf16 copies of matmul inputs: about half of fp32's)."""
+    """Bytes one decoder layer keeps for backward per token, in the arithmetic the run trains in (bf16 autocast
+    keeps bf16 copies of matmul inputs: less than fp32)."""
+    return probe_layer_memory(model, seq_len, device, precision)[0]
+
+
+def probe_layer_memory(model, seq_len: int, device, precision=None):
+    """(bytes per token, bytes per step) one decoder layer keeps for backward.
+
+    Probes of 2 texts and 1 text of ``seq_len`` tokens: their difference over one text's tokens is what a layer
+    keeps *per token*; the rest is what it keeps once per step whatever the batch -- under bf16 autocast the
+    bf16 copies of its weights. A single probe on 2 short texts counted that constant as ~60% more memory per
+    token than a real batch needs (SmolLM2's shape), and the plan checkpointed layers it did not have to."""
     from l2e.model.precision import Precision, autocast
 
-    layers = decoder_layers(model.backbone)
-    ids = torch.randint(10, 1000, (2, seq_len), device=device)
-    mask = torch.ones_like(ids)
+    layers = max(1, len(decoder_layers(model.backbone)))
     was_training = model.training
     model.train()
     weights = frozenset(t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()])
+    kept = {}
     try:
-        with autocast(precision or Precision("fp32", ""), device):
-            total = saved_bytes(lambda: model(ids, mask), exclude=weights)
+        for rows in (1, 2):
+            ids = torch.randint(10, 1000, (rows, seq_len), device=device)
+            mask = torch.ones_like(ids)
+            with autocast(precision or Precision("fp32", ""), device):
+                kept[rows] = saved_bytes(lambda: model(ids, mask), exclude=weights) / layers
     finally:
         model.train(was_training)
-    return total / max(1, len(layers)) / ids.numel()
+    per_token = max(kept[2] - kept[1], 0) / seq_len
+    return per_token, max(kept[1] - per_token * seq_len, 0)
 
 
 def release_freed_memory() -> None:
@@ -87,9 +100,18 @@ def release_freed_memory() -> None:
     import gc
 
     gc.collect()
+    trim_heap()
+
+
+def trim_heap() -> bool:
+    """glibc's ``malloc_trim(0)``: every whole free page in every arena goes back to the OS (not only the heap's
+    top). Cheap to call (milliseconds); the cost is the page faults when that memory is used again. Returns
+    False where the C library has none (musl, macOS)."""
     libc = _libc()
-    if libc is not None and hasattr(libc, "malloc_trim"):  # musl, macOS: none
-        libc.malloc_trim(0)
+    if libc is None or not hasattr(libc, "malloc_trim"):
+        return False
+    libc.malloc_trim(0)
+    return True
 
 
 # mallopt parameters (glibc's malloc.h)
@@ -138,14 +160,18 @@ def current_rss_bytes() -> int:
 def plan_checkpointing(cfg, model, device, precision=None) -> CheckpointPlan:
     """The fewest checkpointed layers that keep a worst-case step under ``cfg.memory_budget_gb``."""
     layers = decoder_layers(model.backbone)
-    per_layer = measure_per_layer(model, cfg.passage_len, device, precision)
+    # Weights and data resident now, read before the probe: glibc keeps part of what the probe freed (0.4 GB after
+    # SmolLM2's 2-text probe, even after a trim), which the step reuses rather than adds to.
+    release_freed_memory()
+    resident = current_rss_bytes()
+    per_layer, per_step = probe_layer_memory(model, cfg.passage_len, device, precision)
     rows = cfg.grad_cache_mini_batch if cfg.grad_cache else cfg.train_batch_size
     towers = cfg.query_len + cfg.passage_len * (1 + cfg.num_hard_neg)
     tokens = rows * towers
     trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-    # Weights and data already resident, plus what the first optimizer step adds (grads + 2 Adam moments).
-    release_freed_memory()
-    base = current_rss_bytes() + 3 * trainable
+    # What is resident, what the first optimizer step adds (grads + 2 Adam moments) and what every layer keeps
+    # once per step (under bf16 autocast: its weights' bf16 copies).
+    base = resident + 3 * trainable + len(layers) * per_step
     boundary = model.hidden_size * next(model.parameters()).element_size()  # a checkpointed layer keeps its input
     budget = cfg.memory_budget_gb * GB
     total = len(layers)
