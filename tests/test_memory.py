@@ -94,16 +94,17 @@ def test_checkpointed_run_logs_the_same_losses(tmp_path, capsys):
     assert peaks == sorted(peaks)
 
 
-def test_mmap_threshold_returns_freed_activations_to_the_os():
-    """malloc_mmap_threshold_mb: 400 MiB of freed 4 MiB blocks go back to the OS at once (its own processes: mallopt is process-wide, and glibc's own threshold depends on history)."""
+def heap_blocks(setup: str, report: str, *args: str) -> list:
+    """In its own process (mallopt is process-wide, and what glibc keeps depends on the allocation history): run
+    ``setup``, make glibc serve 4 MiB blocks from its heap, hold 100 of them (400 MiB, touched) each followed by a
+    small live block that keeps the heap's top from shrinking past it, free them, run ``report`` (which prints)."""
     import subprocess
     import sys
 
-    code = """
+    code = f"""
 import sys, torch
-from l2e.train.memory import current_rss_bytes, set_mmap_threshold
-if sys.argv[1] == "1":
-    assert set_mmap_threshold(1)
+from l2e.train.memory import current_rss_bytes, set_mmap_threshold, trim_heap
+{setup}
 warm = torch.ones(16 * 1024 * 1024 // 4); del warm  # glibc now raises its own threshold to 16 MiB
 before = current_rss_bytes()
 blocks, pins = [], []
@@ -112,13 +113,19 @@ for _ in range(100):
     pins.append(torch.ones(64))  # a small live block after each: the heap's top cannot shrink past it
 during = current_rss_bytes()
 del blocks
-print((during - before) >> 20, (current_rss_bytes() - before) >> 20)
+{report}
 """
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return list(map(int, out.stdout.split()))
+
+
+def test_mmap_threshold_returns_freed_activations_to_the_os():
+    """malloc_mmap_threshold_mb: 400 MiB of freed 4 MiB blocks go back to the OS at once."""
     kept = {}
     for mode in ("0", "1"):
-        out = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr
-        during, after = map(int, out.stdout.split())
+        during, after = heap_blocks('if sys.argv[1] == "1":\n    assert set_mmap_threshold(1)',
+                                    "print((during - before) >> 20, (current_rss_bytes() - before) >> 20)", mode)
         assert during > 350
         kept[mode] = after
     # Without it glibc kept all 400 MiB in a plain interpreter here, but what it keeps depends on the process's
@@ -127,28 +134,9 @@ print((during - before) >> 20, (current_rss_bytes() - before) >> 20)
 
 
 def test_trim_heap_returns_freed_heap_blocks_to_the_os():
-    """trim_heap: freed blocks pinned inside the heap (a live block after each) leave resident memory; before it,
-    glibc keeps them (its own process: what glibc keeps depends on the allocation history)."""
-    import subprocess
-    import sys
-
-    code = """
-import torch
-from l2e.train.memory import current_rss_bytes, trim_heap
-warm = torch.ones(16 * 1024 * 1024 // 4); del warm  # glibc raises its mmap threshold to 16 MiB: 4 MiB blocks come from the heap
-before = current_rss_bytes()
-blocks, pins = [], []
-for _ in range(100):
-    blocks.append(torch.ones(1024, 1024))  # 4 MiB, touched
-    pins.append(torch.ones(64))  # a small live block after each: the heap's top cannot shrink past it
-del blocks
-kept = current_rss_bytes() - before
-assert trim_heap()
-print(kept >> 20, (current_rss_bytes() - before) >> 20)
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    kept, trimmed = map(int, out.stdout.split())
+    """trim_heap: the freed blocks pinned inside the heap leave resident memory; before it, glibc keeps them."""
+    kept, trimmed = heap_blocks("", "kept = current_rss_bytes() - before\nassert trim_heap()\n"
+                                    "print(kept >> 20, (current_rss_bytes() - before) >> 20)")
     assert trimmed < 50 and trimmed < kept, (kept, trimmed)
 
 
