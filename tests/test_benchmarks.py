@@ -176,8 +176,9 @@ def test_bench_search_compares_exhaustive_and_indexed_search(tmp_path):
 
 def test_bench_memory_rows_combine_settings_and_refuse_unknown_parts():
     assert bench_memory.row_settings("default") == ({}, {})
-    sets, env = bench_memory.row_settings("bf16+trim+thp+mmap4")
-    assert sets == {"precision": "bf16", "malloc_trim_each_step": True, "malloc_mmap_threshold_mb": 4.0}
+    sets, env = bench_memory.row_settings("bf16+trim+thp+mmap4+budget4.5")
+    assert sets == {"precision": "bf16", "malloc_trim_each_step": True, "malloc_mmap_threshold_mb": 4.0,
+                    "memory_budget_gb": 4.5}
     assert env == {"THP_MEM_ALLOC_ENABLE": "1"}
     with pytest.raises(SystemExit, match="unknown row part 'trimm' in 'bf16\\+trimm'"):
         bench_memory.row_settings("bf16+trimm")
