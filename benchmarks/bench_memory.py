@@ -6,13 +6,14 @@
 Each row runs ``run.py`` as its own process (peak memory is per process) for ``--steps`` optimizer steps with
 validation off, and reads back the run's ``training_summary.json`` (``peak_rss_gb``: the process's VmHWM, model
 loading and export included) and ``training_log.jsonl`` (median seconds per step, the first step left out: it
-warms up). The peer every row is compared with is ``default``: glibc's malloc as it comes.
+warms up). The peer every row is compared with is ``--peer`` (default ``default``: the config as it is, glibc's
+malloc as it comes).
 
 Rows: ``default``, or parts joined by ``+`` (``bf16+trim``): ``mmapN``: ``malloc_mmap_threshold_mb=N``
 (allocations of N MiB or more mmapped and unmapped when freed -- l2e.train.memory.set_mmap_threshold); ``trim``:
 ``malloc_trim_each_step`` (the heap's free pages go back to the OS after every optimizer step); ``thp``:
 PyTorch's ``THP_MEM_ALLOC_ENABLE=1`` (large blocks on transparent huge pages: fewer page faults);
-``bf16`` / ``fp32``: ``precision``; ``budgetN``: ``memory_budget_gb=N`` (the checkpointing plan's budget:
+``bf16`` / ``fp32`` / ``auto``: ``precision``; ``budgetN``: ``memory_budget_gb=N`` (the checkpointing plan's budget:
 more checkpointed layers, less memory, more recomputation); ``jemalloc``: libjemalloc preloaded (Debian package libjemalloc2), the
 documented alternative.
 """
@@ -40,7 +41,7 @@ def row_settings(name: str):
             env["THP_MEM_ALLOC_ENABLE"] = "1"
         elif part == "trim":
             sets["malloc_trim_each_step"] = True
-        elif part in ("bf16", "fp32"):
+        elif part in ("bf16", "fp32", "auto"):
             sets["precision"] = part
         elif part.startswith("mmap") and part[4:].replace(".", "", 1).isdigit():
             sets["malloc_mmap_threshold_mb"] = float(part[4:])
@@ -48,7 +49,7 @@ def row_settings(name: str):
             sets["memory_budget_gb"] = float(part[6:])
         else:
             raise SystemExit(f"error: unknown row part {part!r} in {name!r}; use default, or parts joined by +: "
-                             "jemalloc, thp, trim, bf16, fp32, mmapN (N MiB, e.g. mmap4), budgetN (N GB, e.g. budget4.5)")
+                             "jemalloc, thp, trim, bf16, fp32, auto, mmapN (N MiB, e.g. mmap4), budgetN (N GB, e.g. budget4.5)")
     return sets, env
 
 
@@ -84,7 +85,10 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--rows", default="default,mmap1,mmap4,mmap16,jemalloc")
     p.add_argument("--json_out", default="", help="also write the rows here")
+    p.add_argument("--peer", default="default", help="the row every speed is compared with (one of --rows)")
     args = p.parse_args(argv)
+    if args.peer not in args.rows.split(","):
+        raise SystemExit(f"error: --peer {args.peer!r} is not one of --rows {args.rows!r}")
     if args.steps < 3:
         raise SystemExit("error: --steps must be >= 3 (the first step is a warm-up, the median needs two more)")
     results = []
@@ -92,19 +96,20 @@ def main(argv=None) -> None:
         for name in args.rows.split(","):
             results.append(run_row(args, name, out))
             print(json.dumps(results[-1]), flush=True)
-    peer = next((r for r in results if r["row"] == "default" and "error" not in r), None)
-    print(f"\n{args.config}, {args.steps} steps per row; peer: glibc malloc as it comes (default)\n")
-    print("| row | peak RSS GB | s / step | speed vs default |")
-    print("| --- | ---: | ---: | ---: |")
+    peer = next((r for r in results if r["row"] == args.peer and "error" not in r), None)
+    print(f"\n{args.config}, {args.steps} steps per row; peer: {args.peer}\n")
+    print(f"| row | checkpointed layers | peak RSS GB | s / step | speed vs {args.peer} |")
+    print("| --- | ---: | ---: | ---: | ---: |")
     for r in results:
         if "error" in r:
-            print(f"| {r['row']} | error: {r['error'][:80]} | | |")
+            print(f"| {r['row']} | | error: {r['error'][:80]} | | |")
             continue
         ratio = f"{peer['s_per_step'] / r['s_per_step']:.2f}x" if peer else ""
-        print(f"| {r['row']} | {r['peak_rss_gb']:.2f} | {r['s_per_step']:.2f} | {ratio} |")
+        layers = "-" if r["checkpointed_layers"] is None else r["checkpointed_layers"]  # "-": no memory budget
+        print(f"| {r['row']} | {layers} | {r['peak_rss_gb']:.2f} | {r['s_per_step']:.2f} | {ratio} |")
     if args.json_out:
         with open(args.json_out, "w") as f:
-            json.dump({"config": args.config, "steps": args.steps, "rows": results}, f, indent=2)
+            json.dump({"config": args.config, "steps": args.steps, "peer": args.peer, "rows": results}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -325,8 +325,9 @@ def test_one_line_errors_for_arguments(tmp_path, capsys):
     assert one_line_error(capsys, [*common, "--full_dev_rows", "base"]) == (
         "error: --full_dev_rows and --full_dev_dir go together")
     err = one_line_error(capsys, [*common, "--train", str(tmp_path / "none.jsonl"), "--steps", "2", "--resume",
-                                  "--overwrite"])
-    assert err == (f"error: --train {str(tmp_path / 'none.jsonl')!r} does not exist; --steps must be >= 3 (the stage "
+                                  "--overwrite", "--recipe_config", "nope.json"])
+    assert err == (f"error: --train {str(tmp_path / 'none.jsonl')!r} does not exist; --recipe_config 'nope.json' does "
+                   "not exist; --steps must be >= 3 (the stage "
                    "and merge rows split them), --batch >= 1 and --resamples >= 100 (got 2, 32, 10000); --resume "
                    "continues the table, --overwrite starts a new one: give one")
 
@@ -376,3 +377,11 @@ def test_rows_built_from_base_need_its_runs_and_full_dev_needs_the_model(tmp_pat
                                    "--full_dev_dir", beir]) == (
         f"error: row base: its model {gone} is gone, so it cannot be scored on {beir}; run the row again "
         "(--overwrite, or drop it from the table)")
+
+
+def test_the_shipped_base_config_is_the_one_the_committed_table_was_measured_with():
+    """configs/cpu/smollm2.ablation.json is frozen: --resume refuses a table whose base config's SHA-1 changed, so an
+    edit would strand every row measured so far (the recipe itself may move on: the recipe row reads its own)."""
+    with open(os.path.join(ROOT, "docs", "ablation.json")) as f:
+        table = json.load(f)
+    assert table["settings"]["base_config"] == ablation.sha(os.path.join(ROOT, ablation.BASE_CONFIG))

@@ -182,6 +182,9 @@ def test_bench_memory_rows_combine_settings_and_refuse_unknown_parts():
     assert env == {"THP_MEM_ALLOC_ENABLE": "1"}
     with pytest.raises(SystemExit, match="unknown row part 'trimm' in 'bf16\\+trimm'"):
         bench_memory.row_settings("bf16+trimm")
+    assert bench_memory.row_settings("auto")[0] == {"precision": "auto"}
+    with pytest.raises(SystemExit, match="error: --peer 'fp32' is not one of --rows 'default,bf16'"):
+        bench_memory.main(["--rows", "default,bf16", "--peer", "fp32"])
 
 
 def test_bench_memory_runs_combined_rows_end_to_end(tmp_path, capsys):
@@ -193,9 +196,11 @@ def test_bench_memory_runs_combined_rows_end_to_end(tmp_path, capsys):
     data = make_training_data(tmp_path / "d", rows=8, negatives=1)
     cfg = write_config(tmp_path / "c", "mrl_spread.lora.bi_mean", tiny_qwen3(), data, train_batch_size=train_rows(data))
     out = tmp_path / "rows.json"
-    bench_memory.main(["--config", str(cfg), "--steps", "3", "--rows", "default,trim+mmap4", "--json_out", str(out)])
+    bench_memory.main(["--config", str(cfg), "--steps", "3", "--rows", "default,trim+mmap4", "--json_out", str(out),
+                       "--peer", "trim+mmap4"])
     rows = {r["row"]: r for r in json.loads(out.read_text())["rows"]}
     assert not any("error" in r for r in rows.values()), rows
     assert rows["trim+mmap4"]["malloc_trim_each_step"] is True and rows["trim+mmap4"]["malloc_mmap_threshold_mb"] == 4
     assert all(r["peak_rss_gb"] > 0 and r["s_per_step"] > 0 for r in rows.values())
-    assert "| trim+mmap4 |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| trim+mmap4 | - |" in printed and "speed vs trim+mmap4 |" in printed and "| 1.00x |" in printed
