@@ -21,8 +21,8 @@ Every trained row starts from the same model (``--model``, default the base conf
 and the base mix of ``--base_config`` (``configs/cpu/smollm2.ablation.json``: the recipe as the table began, with
 its extra levers off: bidirectional attention, mean pooling without the instruction, Matryoshka 128/256,
 spread-out, LoRA r=16), trains ``--steps`` optimizer steps of ``--batch`` pairs from the first of ``--seeds``, and
-changes one thing; rows made of stages split
-the same steps between them. ``base`` is trained once per seed (``base``, ``base.seed43``, ...): the spread of its
+changes one thing; rows made of stages split the same steps between them.
+``base`` is trained once per seed (``base``, ``base.seed43``, ...): the spread of its
 score over seeds is a row of its own, and ``base_soup`` is the uniform average of those runs' weights. ``st_peer``
 is sentence-transformers' own trainer on the same model, pairs and recipe for base's wall time. Each row is scored
 by ``evaluate_mteb.py`` (MTEB) on ``--eval_dir``, with every query's nDCG@10, and compared with ``base`` query by
