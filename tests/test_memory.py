@@ -7,8 +7,8 @@ import torch
 import run
 from helpers_models import tiny_config, tiny_qwen3
 from helpers_train import make_training_data, read_log, train_rows, write_config
-from l2e.train.memory import (GB, MemoryBudgetError, apply_checkpointing, decoder_layers, measure_per_layer,
-                        plan_checkpointing, probe_layer_memory, saved_bytes)
+from l2e.train.memory import (GB, MemoryBudgetError, apply_checkpointing, decoder_layers, plan_checkpointing,
+                        probe_layer_memory, saved_bytes)
 from l2e.model.embedding_model import build_model
 
 
@@ -26,7 +26,7 @@ def test_saved_bytes_counts_each_storage_once():
 
 def test_per_layer_bytes_are_activations_not_weights(built):
     model, _ = built
-    short, long = measure_per_layer(model, 16, "cpu"), measure_per_layer(model, 64, "cpu")
+    short, long = probe_layer_memory(model, 16, "cpu")[0], probe_layer_memory(model, 64, "cpu")[0]
     # The weights autograd references are not counted, so the per-token cost does not shrink with length.
     assert 0 < short and abs(short - long) / long < 0.2
 

@@ -61,14 +61,9 @@ def saved_bytes(fn, exclude: frozenset = frozenset()) -> int:
     return sum(storages.values())
 
 
-def measure_per_layer(model, seq_len: int, device, precision=None) -> float:
-    """Bytes one decoder layer keeps for backward per token, in the arithmetic the run trains in (bf16 autocast
-    keeps bf16 copies of matmul inputs: less than fp32)."""
-    return probe_layer_memory(model, seq_len, device, precision)[0]
-
-
 def probe_layer_memory(model, seq_len: int, device, precision=None):
-    """(bytes per token, bytes per step) one decoder layer keeps for backward.
+    """(bytes per token, bytes per step) one decoder layer keeps for backward, in the arithmetic the run trains in
+    (bf16 autocast keeps bf16 copies of matmul inputs: less than fp32).
 
     Probes of 2 texts and 1 text of ``seq_len`` tokens: their difference over one text's tokens is what a layer
     keeps *per token*; the rest is what it keeps once per step whatever the batch -- under bf16 autocast the
