@@ -13,9 +13,9 @@ Rows: ``default``, or parts joined by ``+`` (``bf16+trim``): ``mmapN``: ``malloc
 (allocations of N MiB or more mmapped and unmapped when freed -- l2e.train.memory.set_mmap_threshold); ``trim``:
 ``malloc_trim_each_step`` (the heap's free pages go back to the OS after every optimizer step); ``thp``:
 PyTorch's ``THP_MEM_ALLOC_ENABLE=1`` (large blocks on transparent huge pages: fewer page faults);
-``bf16`` / ``fp32`` / ``auto``: ``precision``; ``budgetN``: ``memory_budget_gb=N`` (the checkpointing plan's budget:
-more checkpointed layers, less memory, more recomputation); ``jemalloc``: libjemalloc preloaded (Debian package libjemalloc2), the
-documented alternative.
+``bf16`` / ``fp32`` / ``auto``: ``precision``; ``budgetN``: ``memory_budget_gb=N`` (the checkpointing plan's
+budget: more checkpointed layers, less memory, more recomputation); ``jemalloc``: libjemalloc preloaded (Debian
+package libjemalloc2), the documented alternative.
 """
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ def row_settings(name: str):
             sets["memory_budget_gb"] = float(part[6:])
         else:
             raise SystemExit(f"error: unknown row part {part!r} in {name!r}; use default, or parts joined by +: "
-                             "jemalloc, thp, trim, bf16, fp32, auto, mmapN (N MiB, e.g. mmap4), budgetN (N GB, e.g. budget4.5)")
+                             "jemalloc, thp, trim, bf16, fp32, auto, mmapN (N MiB, e.g. mmap4), budgetN (N GB, "
+                             "e.g. budget4.5)")
     return sets, env
 
 
