@@ -11,8 +11,10 @@ malloc as it comes).
 
 Rows: ``default``, or parts joined by ``+`` (``bf16+trim``): ``mmapN``: ``malloc_mmap_threshold_mb=N``
 (allocations of N MiB or more mmapped and unmapped when freed -- l2e.train.memory.set_mmap_threshold); ``trim``:
-``malloc_trim_each_step`` (the heap's free pages go back to the OS after every optimizer step); ``thp``:
-PyTorch's ``THP_MEM_ALLOC_ENABLE=1`` (large blocks on transparent huge pages: fewer page faults);
+``malloc_trim_each_step`` (the heap's free pages go back to the OS after every optimizer step); ``thp`` /
+``nothp``: ``malloc_thp`` on / off (PyTorch's ``THP_MEM_ALLOC_ENABLE``: large blocks page-aligned on transparent
+huge pages); ``guard`` / ``noguard``: ``malloc_trim_over_budget`` on / off (trim before a decoder layer while
+resident memory is over the budget);
 ``bf16`` / ``fp32`` / ``auto``: ``precision``; ``budgetN``: ``memory_budget_gb=N`` (the checkpointing plan's
 budget: more checkpointed layers, less memory, more recomputation); ``jemalloc``: libjemalloc preloaded (Debian
 package libjemalloc2), the documented alternative.
@@ -37,8 +39,10 @@ def row_settings(name: str):
     for part in ([] if name == "default" else name.split("+")):
         if part == "jemalloc":
             env["LD_PRELOAD"] = JEMALLOC
-        elif part == "thp":  # PyTorch's own switch: blocks >= 2 MB 2MB-aligned and madvise(MADV_HUGEPAGE)
-            env["THP_MEM_ALLOC_ENABLE"] = "1"
+        elif part in ("thp", "nothp"):  # malloc_thp: PyTorch's THP_MEM_ALLOC_ENABLE, set by the trainer
+            sets["malloc_thp"] = part == "thp"
+        elif part in ("guard", "noguard"):
+            sets["malloc_trim_over_budget"] = part == "guard"
         elif part == "trim":
             sets["malloc_trim_each_step"] = True
         elif part in ("bf16", "fp32", "auto"):
@@ -49,7 +53,7 @@ def row_settings(name: str):
             sets["memory_budget_gb"] = float(part[6:])
         else:
             raise SystemExit(f"error: unknown row part {part!r} in {name!r}; use default, or parts joined by +: "
-                             "jemalloc, thp, trim, bf16, fp32, auto, mmapN (N MiB, e.g. mmap4), budgetN (N GB, "
+                             "jemalloc, thp, nothp, guard, noguard, trim, bf16, fp32, auto, mmapN (N MiB, e.g. mmap4), budgetN (N GB, "
                              "e.g. budget4.5)")
     return sets, env
 

@@ -87,6 +87,8 @@ class Config:
     memory_budget_gb: float = 0.0  # > 0: checkpoint just enough layers to keep a worst-case step under it (l2e.train.memory)
     malloc_mmap_threshold_mb: float = 0.0  # > 0: glibc mmaps allocations this large, freed at once (l2e.train.memory)
     malloc_trim_each_step: bool = False  # hand the heap's freed memory back to the OS after every optimizer step
+    malloc_trim_over_budget: bool = False  # trim before any decoder layer while resident memory is over memory_budget_gb
+    malloc_thp: bool = False  # PyTorch's THP_MEM_ALLOC_ENABLE: large CPU blocks page-aligned on huge pages (less heap growth)
     grad_cache: bool = False  # GradCache: large contrastive batches in small mini-batches
     grad_cache_mini_batch: int = 8
     torch_dtype: str = "auto"  # auto = float32 on CPU, bfloat16 on CUDA
@@ -246,6 +248,13 @@ def _range_problems(cfg: Config) -> List[str]:
             p.append(f"{name}={getattr(cfg, name)} must be > 0")
     if cfg.false_negative_margin < 0 and cfg.false_negative_margin != -1:
         p.append(f"false_negative_margin={cfg.false_negative_margin}: use -1 (off) or a margin >= 0, e.g. 0.1")
+    if cfg.malloc_trim_over_budget and cfg.memory_budget_gb <= 0:
+        p.append("malloc_trim_over_budget=true needs memory_budget_gb > 0 (the limit it keeps resident memory under), "
+                 "e.g. memory_budget_gb=7")
+    if cfg.malloc_trim_over_budget and cfg.gradient_checkpointing:
+        p.append("malloc_trim_over_budget=true works with memory_budget_gb's plan, which gradient_checkpointing=true "
+                 "replaces (every layer checkpointed); set gradient_checkpointing=false and let memory_budget_gb "
+                 "choose the layers")
     if cfg.min_lr > cfg.learning_rate:
         p.append(f"min_lr={cfg.min_lr} is above learning_rate={cfg.learning_rate}; min_lr is the floor of the schedule")
     if not 0 < cfg.mntp_probability < 1:

@@ -176,10 +176,12 @@ def test_bench_search_compares_exhaustive_and_indexed_search(tmp_path):
 
 def test_bench_memory_rows_combine_settings_and_refuse_unknown_parts():
     assert bench_memory.row_settings("default") == ({}, {})
-    sets, env = bench_memory.row_settings("bf16+trim+thp+mmap4+budget4.5")
+    sets, env = bench_memory.row_settings("bf16+trim+thp+guard+mmap4+budget4.5")
     assert sets == {"precision": "bf16", "malloc_trim_each_step": True, "malloc_mmap_threshold_mb": 4.0,
-                    "memory_budget_gb": 4.5}
-    assert env == {"THP_MEM_ALLOC_ENABLE": "1"}
+                    "memory_budget_gb": 4.5, "malloc_thp": True, "malloc_trim_over_budget": True}
+    assert env == {}
+    assert bench_memory.row_settings("nothp+noguard")[0] == {"malloc_thp": False, "malloc_trim_over_budget": False}
+    assert bench_memory.row_settings("jemalloc")[1] == {"LD_PRELOAD": bench_memory.JEMALLOC}
     with pytest.raises(SystemExit, match="unknown row part 'trimm' in 'bf16\\+trimm'"):
         bench_memory.row_settings("bf16+trimm")
     assert bench_memory.row_settings("auto")[0] == {"precision": "auto"}

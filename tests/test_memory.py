@@ -155,3 +155,77 @@ def test_trim_each_step_runs_once_per_optimizer_step_and_changes_no_result(tmp_p
         logs.append(read_log(tmp_path / name / "out" / "tiny.mrl_spread.lora.bi_mean"))
     assert len(calls) == 4  # optimizer steps, not micro-batches (accumulation 2)
     assert [r["loss"] for r in logs[1]] == pytest.approx([r["loss"] for r in logs[0]], abs=1e-6)
+
+
+def test_resident_guard_trims_before_each_layer_and_its_backward_only_over_its_limit(monkeypatch):
+    """Before every decoder layer's forward and before its backward; never while resident memory is under the
+    limit. The backward check is what bounds a checkpointed layer's recomputation."""
+    import l2e.train.memory as memory
+
+    model, _ = build_model(tiny_config("qwen3", max_seq_length=64))
+    model.train()  # checkpointing acts only in training
+    apply_checkpointing(model.backbone, 1)  # one recomputed layer: its forward runs again inside the backward
+    trims = []
+    monkeypatch.setattr(memory, "trim_heap", lambda: trims.append(1) or True)
+    guard = memory.ResidentGuard(limit_bytes=0)  # always over: every check trims
+    guard.attach(model.backbone)
+    ids = torch.randint(3, 100, (2, 8))
+    model(ids, torch.ones_like(ids)).sum().backward()
+    # 2 layers x (forward + backward); transformers recomputes a checkpointed layer's forward inside its backward,
+    # outside module hooks, so the check before the backward is the one that precedes the recomputation
+    assert guard.take_trims() == len(trims) == 4 and guard.take_trims() == 0
+    guard.limit = 1 << 62  # far above anything resident
+    model(ids, torch.ones_like(ids)).sum().backward()
+    assert guard.take_trims() == 0 and len(trims) == 4
+
+
+def test_malloc_thp_takes_effect_before_torchs_first_block_and_says_when_it_cannot():
+    """torch reads THP_MEM_ALLOC_ENABLE once per process: set by enable_thp, a 2 MB block is page-aligned; a user's
+    explicit 0 is left alone and reported as not in effect."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from l2e.train.memory import enable_thp; import torch; on = enable_thp(); "
+            "print(on, torch.empty(3 << 20).data_ptr() % 4096 == 0)")
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    for value, expect in [(None, "True True"), ("0", "False False")]:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                             env={**env, **({"THP_MEM_ALLOC_ENABLE": value} if value else {})})
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split()[-2:] == expect.split(), (value, out.stdout)
+
+
+def test_malloc_trim_over_budget_needs_a_budget_and_the_plan(tmp_path, capsys):
+    data = make_training_data(tmp_path / "d", rows=8, negatives=1)
+    cfg = write_config(tmp_path / "c", "mrl_spread.lora.bi_mean", tiny_qwen3(), data, malloc_trim_over_budget=True)
+    assert run.main(["--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "malloc_trim_over_budget=true needs memory_budget_gb > 0" in err and "e.g. memory_budget_gb=7" in err
+    cfg = write_config(tmp_path / "c2", "mrl_spread.lora.bi_mean", tiny_qwen3(), data, malloc_trim_over_budget=True,
+                       memory_budget_gb=7.0, gradient_checkpointing=True)
+    assert run.main(["--config", str(cfg)]) == 2
+    assert "set gradient_checkpointing=false and let memory_budget_gb choose the layers" in capsys.readouterr().err
+
+
+def test_trim_over_budget_logs_its_trims_and_changes_no_result(tmp_path, monkeypatch, capsys):
+    """A guard whose limit is always passed trims before every layer: every step logs its trims, and the losses
+    are those of a run without the guard."""
+    import l2e.train.memory as memory
+    import l2e.train.trainer as trainer
+
+    data = make_training_data(tmp_path / "d", rows=8, negatives=1)
+    logs = []
+    for name, guard in [("plain", False), ("guard", True)]:
+        cfg = write_config(tmp_path / name, "mrl_spread.lora.bi_mean", tiny_qwen3(), data, lora_dropout=0.0,
+                           train_batch_size=train_rows(data), train_steps=3, checkpointing_steps=3,
+                           validation_steps=3, log_interval=1, memory_budget_gb=1000.0,
+                           malloc_trim_over_budget=guard)
+        if guard:  # the trainer's limit (budget - margin) below zero: the plan itself keeps its own margin
+            monkeypatch.setattr(trainer, "guard_margin", lambda *a: 2000 * memory.GB)
+        assert run.main(["--config", str(cfg)]) == 0
+        logs.append(read_log(tmp_path / name / "out" / "tiny.mrl_spread.lora.bi_mean"))
+    assert "memory: freed heap pages go back to the OS before any decoder layer that starts above" \
+        in capsys.readouterr().out
+    assert "trims" not in logs[0][0] and all(r["trims"] >= 4 for r in logs[1])  # 2 layers, forward + backward
+    assert [r["loss"] for r in logs[1]] == pytest.approx([r["loss"] for r in logs[0]], abs=1e-6)

@@ -31,7 +31,7 @@ from l2e.data.read import row_lengths
 from l2e.model.heads import enabled_heads
 from l2e.model.precision import Precision, autocast, resolve_precision
 from l2e.train import checkpoint
-from l2e.train.memory import GB, current_rss_bytes, trim_heap
+from l2e.train.memory import GB, ResidentGuard, current_rss_bytes, enable_thp, guard_margin, trim_heap
 from l2e.train.objectives import build_objectives
 from l2e.train.optim import build_optimizer, build_scheduler
 
@@ -105,6 +105,10 @@ class Trainer:
         from l2e.model.embedding_model import build_model
 
         cfg = self.cfg
+        # Before torch's first CPU block anywhere in setup (the precision probe, accelerate): torch reads the
+        # switch once per process, at its first block.
+        thp = enable_thp() if cfg.malloc_thp else None
+        self.guard = None  # ResidentGuard, with malloc_trim_over_budget (_bound_memory)
         # cpu=True without CUDA: accelerate then runs torchrun-launched processes as MULTI_CPU (gloo)
         # instead of silently training each process alone.
         # precision: bf16 autocast in the towers' forward (fp32 master weights and optimizer state);
@@ -115,7 +119,7 @@ class Trainer:
         if self.acc.is_main_process:
             print(f"precision: {self.precision.name} ({self.precision.reason})", flush=True)
         check_runtime(cfg, self.acc.distributed_type)
-        self._tune_allocator()
+        self._tune_allocator(thp)
         resume_from = self._claim_run_dir()  # before anything in the run folder is written
         set_seed(cfg.seed)
         self.train_sets = load_tokenized(cfg.train_data_path, "train")
@@ -162,10 +166,16 @@ class Trainer:
         tb = {"tensorboard": {"purge_step": self.step + 1}} if resume_from else {}
         self.acc.init_trackers(cfg.experiment_id, config=_scalar_config(cfg), init_kwargs=tb)
 
-    def _tune_allocator(self) -> None:
-        """malloc_mmap_threshold_mb: before the model loads, so every later large allocation follows it."""
+    def _tune_allocator(self, thp: Optional[bool]) -> None:
+        """malloc_mmap_threshold_mb: before the model loads, so every later large allocation follows it; and what
+        malloc_thp (set at the very start of setup) achieved."""
         from l2e.train.memory import set_mmap_threshold
 
+        if thp is not None and self.acc.is_main_process:
+            print("memory: large CPU blocks page-aligned on transparent huge pages (THP_MEM_ALLOC_ENABLE=1)" if thp
+                  else "warning: malloc_thp=true not in effect: torch had already allocated in this process with "
+                  f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')!r} (it reads it once); set "
+                  "THP_MEM_ALLOC_ENABLE=1 in the environment before starting", flush=True)
         mb = self.cfg.malloc_mmap_threshold_mb
         if mb <= 0:
             return
@@ -255,6 +265,13 @@ class Trainer:
         if self.acc.is_main_process:
             print(f"memory: {plan.layers} of {plan.total_layers} layers checkpointed, ~{plan.estimate_gb:.1f} GB "
                   f"estimated for a step of {plan.tokens_per_step} tokens (budget {plan.budget_gb} GB)", flush=True)
+        if self.cfg.malloc_trim_over_budget:
+            limit = plan.budget_gb * GB - guard_margin(plan.per_layer_bytes_per_token, plan.tokens_per_step)
+            self.guard = ResidentGuard(limit)
+            self.guard.attach(self.model.backbone)
+            if self.acc.is_main_process:
+                print(f"memory: freed heap pages go back to the OS before any decoder layer that starts above "
+                      f"{limit / GB:.2f} GB resident (malloc_trim_over_budget)", flush=True)
         return plan
 
     def _report_negatives(self) -> List[dict]:
@@ -372,6 +389,8 @@ class Trainer:
         # Resident memory now and the peak so far, per logged step: a run's peak (training_summary.json) says how
         # much, this says when -- a step, a validation pass or a checkpoint save.
         memory = {"rss_gb": current_rss_bytes() / GB, "peak_rss_gb": _peak_rss_gb()}
+        if self.guard is not None:
+            memory["trims"] = self.guard.take_trims()  # since the last record: how often the guard had to act
         record = {"step": self.step, "epoch": epoch, "dataset": ds.name, "lr": self.scheduler.get_last_lr()[0],
                   "grad_norm": float(grad_norm) if grad_norm is not None else None,
                   "tokens_per_s": tokens_per_s, "elapsed_s": time.time() - self.t_start, **memory, **values}
