@@ -68,6 +68,26 @@ def test_plan_picks_the_fewest_layers_that_fit(built):
         plan_checkpointing(dataclasses.replace(cfg, memory_budget_gb=0.01), model, "cpu")
 
 
+def test_plan_under_the_guard_leaves_one_layers_growth_free(built):
+    """With malloc_trim_over_budget the plan fits live memory under budget - guard_margin (the guard's line), and
+    when that cannot be done the error names the room the guard keeps."""
+    from l2e.train.memory import guard_margin
+
+    model, _ = built
+    cfg = tiny_config("qwen3", lora_enabled=True, train_batch_size=64, max_seq_length=64, memory_budget_gb=1000.0)
+    free = plan_checkpointing(cfg, model, "cpu")
+    margin = guard_margin(free.per_layer_bytes_per_token, free.tokens_per_step) / GB
+    roomy = plan_checkpointing(dataclasses.replace(cfg, memory_budget_gb=free.estimate_gb + 1.01 * margin,
+                                                   malloc_trim_over_budget=True), model, "cpu")
+    assert roomy.layers == 0 and roomy.estimate_gb <= roomy.budget_gb - margin
+    # Half the margin above "nothing checkpointed": enough without the guard, not with it (2 layers: the margin
+    # is both layers' activations, so no checkpointing makes room).
+    tight = dataclasses.replace(cfg, memory_budget_gb=free.estimate_gb + margin / 2)
+    assert plan_checkpointing(tight, model, "cpu").layers == 0
+    with pytest.raises(MemoryBudgetError, match="GB kept free by malloc_trim_over_budget"):
+        plan_checkpointing(dataclasses.replace(tight, malloc_trim_over_budget=True), model, "cpu")
+
+
 def test_apply_checkpointing_switches_the_first_layers():
     model, _ = build_model(tiny_config("qwen3", max_seq_length=64))
     apply_checkpointing(model.backbone, 1)
