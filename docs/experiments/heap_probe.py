@@ -12,7 +12,7 @@ SmolLM2's config with num_hidden_layers=6), CKPT (checkpointed layers), PLENS (p
 PREC (fp32/bf16), LORA (1/0), DROP (LoRA dropout), MMAP_MB, ARENA_MAX, TRIM_AT (GB: malloc_trim before a layer
 above it), INFO (a file for malloc_info's XML), TAG (a label).
 """
-import ctypes, os, sys, time, gc
+import ctypes, gc, os, time
 import torch
 from l2e.config import from_dict
 from l2e.model.embedding_model import build_model
