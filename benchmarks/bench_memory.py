@@ -78,10 +78,14 @@ def run_row(args, name: str, out: str) -> dict:
     with open(os.path.join(run_dir, "training_summary.json")) as f:
         summary = json.load(f)
     with open(os.path.join(run_dir, "training_log.jsonl")) as f:
-        elapsed = [json.loads(line)["elapsed_s"] for line in f]
+        log_rows = [json.loads(line) for line in f]
+    elapsed = [r["elapsed_s"] for r in log_rows]
     steps = [b - a for a, b in zip(elapsed, elapsed[1:])]  # the first step (warm-up) is left out
+    # Per step: the peak so far and the guard's trims (malloc_trim_over_budget), so a peak can be placed in time
+    # (a step, or the final save and export after the last step).
+    trail = [{k: r[k] for k in ("step", "rss_gb", "peak_rss_gb", "trims") if k in r} for r in log_rows]
     return {"row": name, "peak_rss_gb": summary["peak_rss_gb"], "s_per_step": statistics.median(steps),
-            "checkpointed_layers": summary.get("checkpointed_layers"), **sets}
+            "checkpointed_layers": summary.get("checkpointed_layers"), **sets, "steps": trail}
 
 
 def main(argv=None) -> None:

@@ -204,5 +204,7 @@ def test_bench_memory_runs_combined_rows_end_to_end(tmp_path, capsys):
     assert not any("error" in r for r in rows.values()), rows
     assert rows["trim+mmap4"]["malloc_trim_each_step"] is True and rows["trim+mmap4"]["malloc_mmap_threshold_mb"] == 4
     assert all(r["peak_rss_gb"] > 0 and r["s_per_step"] > 0 for r in rows.values())
+    trail = rows["trim+mmap4"]["steps"]  # per step: when the peak happened
+    assert [r["step"] for r in trail] == [1, 2, 3] and all(r["peak_rss_gb"] >= r["rss_gb"] - 1e-3 for r in trail)
     printed = capsys.readouterr().out
     assert "| trim+mmap4 | - |" in printed and "speed vs trim+mmap4 |" in printed and "| 1.00x |" in printed
