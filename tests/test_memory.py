@@ -232,7 +232,6 @@ def test_trim_over_budget_logs_its_trims_and_changes_no_result(tmp_path, monkeyp
     """A guard whose limit is always passed trims before every layer: every step logs its trims, and the losses
     are those of a run without the guard."""
     import l2e.train.memory as memory
-    import l2e.train.trainer as trainer
 
     data = make_training_data(tmp_path / "d", rows=8, negatives=1)
     logs = []
@@ -241,8 +240,8 @@ def test_trim_over_budget_logs_its_trims_and_changes_no_result(tmp_path, monkeyp
                            train_batch_size=train_rows(data), train_steps=3, checkpointing_steps=3,
                            validation_steps=3, log_interval=1, memory_budget_gb=1000.0,
                            malloc_trim_over_budget=guard)
-        if guard:  # the trainer's limit (budget - margin) below zero: the plan itself keeps its own margin
-            monkeypatch.setattr(trainer, "guard_margin", lambda *a: 2000 * memory.GB)
+        if guard:  # the guard's line below zero (the plan itself is left as it is): every check trims
+            monkeypatch.setattr(memory.CheckpointPlan, "guard_limit_bytes", lambda plan: -1.0)
         assert run.main(["--config", str(cfg)]) == 0
         logs.append(read_log(tmp_path / name / "out" / "tiny.mrl_spread.lora.bi_mean"))
     assert "memory: freed heap pages go back to the OS before any decoder layer that starts above" \

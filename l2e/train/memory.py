@@ -12,6 +12,7 @@ fits. transformers' own per-layer switch (``GradientCheckpointingLayer.gradient_
 from __future__ import annotations
 
 import functools
+import os
 import resource
 from dataclasses import dataclass
 from typing import List
@@ -36,6 +37,10 @@ class CheckpointPlan:
     budget_gb: float
     per_layer_bytes_per_token: float  # measured: what one un-checkpointed layer keeps per token
     tokens_per_step: int  # worst case, from the config
+
+    def guard_limit_bytes(self) -> float:
+        """Where the resident guard (malloc_trim_over_budget) trims: the budget less one layer's growth."""
+        return self.budget_gb * GB - guard_margin(self.per_layer_bytes_per_token, self.tokens_per_step)
 
 
 def decoder_layers(backbone: nn.Module) -> List[nn.Module]:
@@ -152,8 +157,6 @@ def enable_thp() -> bool:
     was in use -- freed activations it did not reuse for the next ones. With this switch it was 1.7x (the aligned
     blocks leave sub-page remainders for small allocations: our reading), and huge pages made the step faster.
     """
-    import os
-
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     probe = [torch.empty(2 * 1024 * 1024 // 4) for _ in range(2)]  # >= torch's 2 MB threshold
     return all(t.data_ptr() % 4096 == 0 for t in probe)  # without it: 64-byte alignment (1 in 64 per block)
@@ -218,11 +221,10 @@ def plan_checkpointing(cfg, model, device, precision=None) -> CheckpointPlan:
     # once per step (under bf16 autocast: its weights' bf16 copies).
     base = resident + 3 * trainable + len(layers) * per_step
     boundary = model.hidden_size * next(model.parameters()).element_size()  # a checkpointed layer keeps its input
-    budget = cfg.memory_budget_gb * GB
-    if getattr(cfg, "malloc_trim_over_budget", False):
-        # The guard (ResidentGuard) trims before each layer, so between two checks resident memory grows by one
-        # layer's kept activations and its temporaries: ~2x the kept part. Live memory must leave that room.
-        budget -= guard_margin(per_layer, tokens)
+    # The guard (ResidentGuard) trims before each layer, so between two checks resident memory grows by one layer's
+    # kept activations and its temporaries: ~2x the kept part. Live memory must leave that room.
+    margin = guard_margin(per_layer, tokens) if cfg.malloc_trim_over_budget else 0.0
+    budget = cfg.memory_budget_gb * GB - margin
     total = len(layers)
     for n in range(total + 1):
         # At the end of the forward pass, un-checkpointed layers keep everything and checkpointed ones their
@@ -232,8 +234,7 @@ def plan_checkpointing(cfg, model, device, precision=None) -> CheckpointPlan:
         estimate = base + tokens * kept
         if estimate <= budget:
             return CheckpointPlan(n, len(layers), estimate / GB, cfg.memory_budget_gb, per_layer, tokens)
-    room = f" + {(cfg.memory_budget_gb * GB - budget) / GB:.1f} GB kept free by malloc_trim_over_budget" \
-        if budget < cfg.memory_budget_gb * GB else ""
+    room = f" + {margin / GB:.1f} GB kept free by malloc_trim_over_budget" if margin else ""
     raise MemoryBudgetError(
         f"memory_budget_gb={cfg.memory_budget_gb} cannot hold a step of {rows} rows x {towers} tokens even with all "
         f"{len(layers)} layers checkpointed (~{estimate / GB:.1f} GB{room}); raise the budget, lower train_batch_size "

@@ -31,7 +31,7 @@ from l2e.data.read import row_lengths
 from l2e.model.heads import enabled_heads
 from l2e.model.precision import Precision, autocast, resolve_precision
 from l2e.train import checkpoint
-from l2e.train.memory import GB, ResidentGuard, current_rss_bytes, enable_thp, guard_margin, trim_heap
+from l2e.train.memory import GB, ResidentGuard, current_rss_bytes, enable_thp, trim_heap
 from l2e.train.objectives import build_objectives
 from l2e.train.optim import build_optimizer, build_scheduler
 
@@ -266,7 +266,7 @@ class Trainer:
             print(f"memory: {plan.layers} of {plan.total_layers} layers checkpointed, ~{plan.estimate_gb:.1f} GB "
                   f"estimated for a step of {plan.tokens_per_step} tokens (budget {plan.budget_gb} GB)", flush=True)
         if self.cfg.malloc_trim_over_budget:
-            limit = plan.budget_gb * GB - guard_margin(plan.per_layer_bytes_per_token, plan.tokens_per_step)
+            limit = plan.guard_limit_bytes()
             self.guard = ResidentGuard(limit)
             self.guard.attach(self.model.backbone)
             if self.acc.is_main_process:
