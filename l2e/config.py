@@ -152,6 +152,7 @@ class Config:
     lora_allow_partial: bool = False  # accept a target list that adapts only some of a block's projections
     lora_adapter_path: str = ""  # continue from a saved adapter
     lora_merge_on_export: bool = True  # also write a merged plain model at the end
+    lora_fused_add: bool = True  # add the adapter into the base output in place (false: peft's own forward)
     quantization: str = "none"  # QLoRA base weights via bitsandbytes (CUDA only)
 
     # --- architecture and pooling -----------------------------------------------------------------------

@@ -3,6 +3,7 @@ process, vectors compared), bench_train's precision dimension (peers matched by 
 older run merged, the bf16 peak). Timings are not checked: tiny models on a shared CPU say nothing."""
 import json
 import os
+import subprocess
 
 import pytest
 
@@ -181,6 +182,7 @@ def test_bench_memory_rows_combine_settings_and_refuse_unknown_parts():
                     "memory_budget_gb": 4.5, "malloc_thp": True, "malloc_trim_over_budget": True}
     assert env == {}
     assert bench_memory.row_settings("nothp+noguard")[0] == {"malloc_thp": False, "malloc_trim_over_budget": False}
+    assert bench_memory.row_settings("nofuse+guard")[0] == {"lora_fused_add": False, "malloc_trim_over_budget": True}
     assert bench_memory.row_settings("jemalloc")[1] == {"LD_PRELOAD": bench_memory.JEMALLOC}
     with pytest.raises(SystemExit, match="unknown row part 'trimm' in 'bf16\\+trimm'"):
         bench_memory.row_settings("bf16+trimm")
@@ -198,13 +200,35 @@ def test_bench_memory_runs_combined_rows_end_to_end(tmp_path, capsys):
     data = make_training_data(tmp_path / "d", rows=8, negatives=1)
     cfg = write_config(tmp_path / "c", "mrl_spread.lora.bi_mean", tiny_qwen3(), data, train_batch_size=train_rows(data))
     out = tmp_path / "rows.json"
+    worktrees = subprocess.run(["git", "-C", bench_memory.ROOT, "worktree", "list"], capture_output=True, text=True).stdout
     bench_memory.main(["--config", str(cfg), "--steps", "3", "--rows", "default,trim+mmap4", "--json_out", str(out),
-                       "--peer", "trim+mmap4"])
+                       "--peer", "trim+mmap4", "--peer_commit", "HEAD"])
     rows = {r["row"]: r for r in json.loads(out.read_text())["rows"]}
     assert not any("error" in r for r in rows.values()), rows
+    head = subprocess.run(["git", "-C", bench_memory.ROOT, "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    assert rows["trim+mmap4"]["commit"] == head.strip() and "commit" not in rows["default"]  # the peer ran from HEAD
+    assert subprocess.run(["git", "-C", bench_memory.ROOT, "worktree", "list"], capture_output=True,
+                          text=True).stdout == worktrees  # and its worktree is gone
     assert rows["trim+mmap4"]["malloc_trim_each_step"] is True and rows["trim+mmap4"]["malloc_mmap_threshold_mb"] == 4
     assert all(r["peak_rss_gb"] > 0 and r["s_per_step"] > 0 for r in rows.values())
     trail = rows["trim+mmap4"]["steps"]  # per step: when the peak happened
     assert [r["step"] for r in trail] == [1, 2, 3] and all(r["peak_rss_gb"] >= r["rss_gb"] - 1e-3 for r in trail)
     printed = capsys.readouterr().out
     assert "| trim+mmap4 | - |" in printed and "speed vs trim+mmap4 |" in printed and "| 1.00x |" in printed
+    assert f"peer: trim+mmap4 (code as of {head[:7]})" in printed
+    with pytest.raises(SystemExit, match="error: --peer_commit 'no-such-rev' is not a commit of"):
+        bench_memory.main(["--config", str(cfg), "--steps", "3", "--rows", "default", "--peer_commit", "no-such-rev"])
+
+
+def test_bench_lora_times_peft_and_l2e_on_the_same_layers(tmp_path, capsys):
+    import benchmarks.bench_lora as bench_lora
+
+    out = tmp_path / "lora.json"
+    bench_lora.main(["--quick", "--repeats", "1", "--batch", "4", "--tokens", "16", "--precision", "fp32,bf16",
+                     "--json_out", str(out)])
+    rows = {(r["row"], r["precision"]): r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {(row, p) for row in bench_lora.ROWS for p in ("fp32", "bf16")}
+    assert all(r["s"] > 0 for r in rows.values()) and rows[("peft", "fp32")]["vs_peer"] == 1.0
+    # l2e's dropout keeps a 1-byte mask where peft keeps a dropped copy of each input
+    assert rows[("l2e", "fp32")]["saved_mb"] < rows[("peft", "fp32")]["saved_mb"]
+    assert "| l2e_torch_masks | fp32 |" in capsys.readouterr().out

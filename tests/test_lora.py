@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from helpers_models import tiny_config
 from l2e.model.embedding_model import build_model
-from l2e.model.lora import DropoutLinear, compact_lora_dropout
+from l2e.model.lora import DropoutLinear, compact_lora_dropout, dropout_keep_mask
 
 
 def test_dropout_linear_gradients_equal_dropout_then_linear():
@@ -14,11 +14,27 @@ def test_dropout_linear_gradients_equal_dropout_then_linear():
     torch.manual_seed(7)
     fused = DropoutLinear.apply(x, w, 0.3)
     torch.manual_seed(7)
-    keep = torch.rand_like(x) >= 0.3  # the same draw
-    reference = F.linear(x * keep / 0.7, w)
+    keep, scale = dropout_keep_mask(x, 0.3)  # the same draw
+    reference = F.linear(x * keep * scale, w)
     torch.testing.assert_close(fused, reference)
     gy = torch.randn_like(fused)
     torch.testing.assert_close(torch.autograd.grad(fused, [x, w], gy), torch.autograd.grad(reference, [x, w], gy))
+
+
+def test_keep_mask_rate_scale_and_seeding():
+    x = torch.zeros(1000, 1000)
+    torch.manual_seed(1)
+    keep, scale = dropout_keep_mask(x, 0.05)
+    assert keep.shape == x.shape and keep.dtype == torch.bool
+    drop = round(0.05 * 65536) / 65536  # p in steps of 1/65536; the scale is that step's exact inverse
+    assert scale == 1 / (1 - drop)
+    assert abs(keep.float().mean().item() - (1 - drop)) < 4 * (drop * (1 - drop) / x.numel()) ** 0.5  # 4 sigma
+    torch.manual_seed(1)
+    assert torch.equal(dropout_keep_mask(x, 0.05)[0], keep)  # torch's seed decides the mask
+    assert not torch.equal(dropout_keep_mask(x, 0.05)[0], keep)  # and the next draw is a new one
+    rows = keep[:, :500].float().mean(1)  # no structure along either axis
+    assert rows.std().item() < 3 * (drop * (1 - drop) / 500) ** 0.5
+    assert dropout_keep_mask(x, 0.0)[0].all() and dropout_keep_mask(x, 0.0)[1] == 1.0
 
 
 def saved_bytes(fn):
@@ -134,3 +150,80 @@ def test_partial_targets_on_purpose_are_allowed_and_reported():
     with pytest.raises(ModelError, match=r"k_proj, o_proj would get no adapter"):
         build_model(tiny_config("llama", lora_enabled=True, lora_target_modules=["q_proj", "v_proj", "gate_proj",
                                                                                  "up_proj", "down_proj"]))
+
+
+# --- the adapter added in place (fuse_lora_add) -----------------------------------------------------------------
+
+import copy  # noqa: E402
+
+from l2e.model.lora import fuse_lora_add  # noqa: E402
+
+
+def _pair(**overrides):
+    torch.manual_seed(0)
+    fused, tok = build_model(tiny_config("qwen3", lora_enabled=True, **overrides))
+    for name, p in fused.named_parameters():  # lora_B starts at zero: give the adapter something to add
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05)
+    plain, _ = build_model(tiny_config("qwen3", lora_enabled=True, lora_fused_add=False, **overrides))
+    plain.load_state_dict(fused.state_dict())
+    return fused, plain
+
+
+def _grads(model, ids, mask, autocast):
+    model.zero_grad()
+    torch.manual_seed(3)  # the same dropout masks in both models
+    with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+        out = model(ids, mask)
+    (out.float() ** 2).sum().backward()
+    return out.float(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_fused_add_gives_peft_outputs_and_gradients(autocast):
+    fused, plain = _pair(lora_dropout=0.1)
+    assert sum(type(m).forward is not m.forward for m in fused.backbone.modules() if "lora_A" in m._modules) > 0
+    assert all("forward" not in m.__dict__ for m in plain.backbone.modules() if "lora_A" in m._modules)
+    ids, mask = torch.randint(3, 1000, (4, 24)), torch.ones(4, 24, dtype=torch.long)
+    fused.train(), plain.train()
+    out_f, g_f = _grads(fused, ids, mask, autocast)
+    out_p, g_p = _grads(plain, ids, mask, autocast)
+    tol = dict(rtol=2e-2, atol=2e-2) if autocast else dict(rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out_f, out_p, **tol)
+    assert g_f.keys() == g_p.keys() and any("lora_A" in n for n in g_f)
+    for name in g_f:
+        scale = g_p[name].abs().max().clamp_min(1e-6)
+        assert ((g_f[name] - g_p[name]).abs().max() / scale) < (5e-2 if autocast else 1e-4), name
+
+
+def test_fused_add_leaves_other_cases_to_peft():
+    fused, plain = _pair(lora_dropout=0.0)
+    ids, mask = torch.randint(3, 1000, (2, 16)), torch.ones(2, 16, dtype=torch.long)
+    fused.eval(), plain.eval()
+    with torch.no_grad():
+        reference = plain(ids, mask)
+        with fused.backbone.disable_adapter():  # peft's path: the base alone
+            base_only = fused(ids, mask)
+        assert not torch.allclose(base_only, reference)
+        torch.testing.assert_close(fused(ids, mask), reference)
+        fused.backbone.merge_adapter()  # merged: the base layer already holds the adapter
+        torch.testing.assert_close(fused(ids, mask), reference, rtol=1e-4, atol=1e-5)
+        fused.backbone.unmerge_adapter()
+        twin = copy.deepcopy(fused)  # the bound forward follows the copy, not the original's weights
+        for name, p in twin.named_parameters():
+            if "lora_B" in name:
+                p.zero_()
+        torch.testing.assert_close(twin(ids, mask), base_only)
+        torch.testing.assert_close(fused(ids, mask), reference)
+    assert fuse_lora_add(plain.backbone) > 0
+
+
+def test_fused_add_with_fp32_adapters_on_a_bf16_base_sums_as_peft():
+    fused, plain = _pair(lora_dropout=0.0, torch_dtype="bfloat16")
+    lora_b = next(p for n, p in fused.named_parameters() if "lora_B" in n)
+    base = next(p for n, p in fused.named_parameters() if "q_proj.base_layer" in n)
+    assert (lora_b.dtype, base.dtype) == (torch.float32, torch.bfloat16)  # peft keeps adapters in fp32
+    ids, mask = torch.randint(3, 1000, (2, 16)), torch.ones(2, 16, dtype=torch.long)
+    fused.eval(), plain.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fused(ids, mask), plain(ids, mask))

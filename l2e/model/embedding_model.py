@@ -351,10 +351,12 @@ def build_model(cfg) -> Tuple[EmbeddingModel, Any]:
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(backbone)
     if cfg.lora_enabled:
-        from l2e.model.lora import apply_lora, compact_lora_dropout
+        from l2e.model.lora import apply_lora, compact_lora_dropout, fuse_lora_add
 
         backbone = apply_lora(backbone, cfg)
         compact_lora_dropout(backbone)
+        if cfg.lora_fused_add:
+            fuse_lora_add(backbone)
     model = EmbeddingModel(backbone, ModelSettings.from_config(cfg, tokenizer.all_special_ids, source))
     _carry_extras(model, extras)
     return model, tokenizer
@@ -429,7 +431,7 @@ def load_embedding_model(ckpt_dir: str, torch_dtype: str = "auto", attn_implemen
     """
     settings = ModelSettings.load(ckpt_dir).replace(**overrides)
     if settings.is_adapter:
-        from l2e.model.lora import load_adapter
+        from l2e.model.lora import fuse_lora_add, load_adapter
 
         base = load_backbone(settings.base_model_path, settings.gguf_file, torch_dtype, attn_implementation,
                              attention_dropout=attention_dropout)
@@ -438,6 +440,7 @@ def load_embedding_model(ckpt_dir: str, torch_dtype: str = "auto", attn_implemen
             backbone = load_adapter(base, ckpt_dir)
         except Exception as e:  # noqa: BLE001 -- a damaged adapter file
             raise _load_error(ckpt_dir, None, "LoRA adapter", e) from e
+        fuse_lora_add(backbone)  # encoding an unmerged checkpoint: the adapter added in place, as in training
     else:
         backbone = load_backbone(ckpt_dir, "", torch_dtype, attn_implementation, attention_dropout=attention_dropout)
         set_bidirectional(backbone, settings.bi_attn_enabled)
