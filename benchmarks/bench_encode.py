@@ -18,7 +18,7 @@ exported l2e checkpoint (``final/``: an ST-layout folder both libraries load). R
   padding costs without the sort).
 
 bf16 is autocast on both sides, so the comparison is like for like: weights stay fp32 and matrix products run
-in bfloat16. l2e enters ``torch.autocast("cpu", bfloat16)`` around each batch's forward (``l2e.model.precision``);
+in bfloat16. l2e enters ``torch.autocast("cpu", bfloat16)`` once around an ``encode`` call (``l2e.model.precision``);
 sentence-transformers has no precision switch for encoding (``model_kwargs={"dtype": bfloat16}`` would store
 bf16 weights, another thing), so its whole ``encode`` call runs inside the same autocast context here.
 ONNX Runtime runs the fp32 graph (l2e exports fp32 and int8 graphs, no bf16 one): the checkpoint's own
