@@ -495,6 +495,9 @@ def main(argv=None) -> None:
     bad = [x for x in args.precision.split(",") if x not in PRECISIONS]
     if bad:
         p.error(f"--precision: {', '.join(bad)} is not one of {', '.join(PRECISIONS)}")
+    unknown = [x for x in args.only.split(",") if x and x not in ROWS]
+    if unknown and not args.worker:
+        p.error(f"--only: no row {', '.join(unknown)}; rows: {', '.join(ROWS)}")
     if args.quick and args.out == p.get_default("out"):
         args.out += "_quick"
     os.makedirs(args.out, exist_ok=True)
@@ -514,7 +517,7 @@ def main(argv=None) -> None:
     args.peaks = {precision: matmul_peak_gflops(precision) for precision in precisions}
     model_dir = prepare_model(args)
     prepare_data(args, model_dir)
-    names = [n for n in ROWS if (n in args.only.split(",") if args.only else n not in OPT_IN)]
+    names = selected_rows(args.only)
     results = []
     for precision in precisions:
         for name in names:
@@ -531,6 +534,12 @@ def main(argv=None) -> None:
     text = f"matmul peak, GFLOP/s: {peaks} ({__import__('torch').get_num_threads()} threads)\n\n"
     text += table(results, PEERS) + "\n" + target_table(results)
     write(args.out, "results", results, text)
+
+
+def selected_rows(only: str) -> List[str]:
+    """The rows ``--only`` names, in ROWS's order; without it every row but the opt-in ones."""
+    wanted = [n for n in only.split(",") if n]
+    return [n for n in ROWS if (n in wanted if wanted else n not in OPT_IN)]
 
 
 def merge_rows(path: str, new: List[dict]) -> List[dict]:

@@ -74,6 +74,30 @@ def test_bench_train_refuses_an_unknown_precision(capsys):
     assert "fp16 is not one of fp32, bf16" in capsys.readouterr().err
 
 
+def test_bench_train_leaves_the_batch_256_row_out_unless_named(capsys):
+    assert "l2e_gradcache_lora_b256" not in bench_train.selected_rows("")
+    assert "l2e_gradcache_lora" in bench_train.selected_rows("")
+    assert bench_train.selected_rows("l2e_gradcache_lora_b256,st_full") == ["st_full", "l2e_gradcache_lora_b256"]
+    with pytest.raises(SystemExit):
+        bench_train.main(["--only", "l2e_lora,l2e_fast", "--out", os.devnull])
+    assert "--only: no row l2e_fast" in capsys.readouterr().err
+
+
+def test_bench_train_says_how_a_row_died(monkeypatch, tmp_path, capsys):
+    """A worker the kernel kills (OOM: SIGKILL) leaves stderr empty; the row must say so, not just "failed"."""
+    import subprocess
+    import types
+
+    args = types.SimpleNamespace(out=str(tmp_path), steps=1, warmup=0, batch=2, rows=4, chunk=2, peaks={},
+                                 train="x", quick=True)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, -9, "", ""))
+    assert bench_train.spawn(args, "l2e_lora", {})["error"] == "killed by SIGKILL"
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 2, "", "x\nerror: bad"))
+    assert bench_train.spawn(args, "l2e_lora", {})["error"] == "exit 2: error: bad"
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, "done\n", ""))
+    assert bench_train.spawn(args, "l2e_lora", {})["error"] == "no RESULT line"
+
+
 def test_matmul_peak_is_measured_in_each_precision():
     assert bench_train.matmul_peak_gflops("fp32", sizes=(64,), repeats=1) > 0
     assert bench_train.matmul_peak_gflops("bf16", sizes=(64,), repeats=1) > 0
