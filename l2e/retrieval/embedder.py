@@ -111,7 +111,8 @@ class Embedder:
         """No autograd, and bf16 autocast where ``precision`` says so, entered once per call rather than per batch:
         autocast keeps the bf16 copies of the weights only while its context is open, so a context per batch cast
         every weight again for each batch (all-MiniLM-L6-v2's bf16 encode of 2,000 texts: 15.65 s per batch, 13.58 s
-        once; sentence-transformers' ``encode`` inside one autocast context casts once). What leaves the model is made fp32 before it is normalised."""
+        once; sentence-transformers' ``encode`` inside one autocast context casts once). What leaves the model is made
+        fp32 before it is normalised."""
         with torch.inference_mode(), autocast(self.precision, self.device):
             yield
 
