@@ -496,7 +496,7 @@ def main(argv=None) -> None:
     if bad:
         p.error(f"--precision: {', '.join(bad)} is not one of {', '.join(PRECISIONS)}")
     unknown = [x for x in args.only.split(",") if x and x not in ROWS]
-    if unknown and not args.worker:
+    if unknown:
         p.error(f"--only: no row {', '.join(unknown)}; rows: {', '.join(ROWS)}")
     if args.quick and args.out == p.get_default("out"):
         args.out += "_quick"

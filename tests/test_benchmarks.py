@@ -83,7 +83,7 @@ def test_bench_train_leaves_the_batch_256_row_out_unless_named(capsys):
     assert "--only: no row l2e_fast" in capsys.readouterr().err
 
 
-def test_bench_train_says_how_a_row_died(monkeypatch, tmp_path, capsys):
+def test_bench_train_says_how_a_row_died(monkeypatch, tmp_path):
     """A worker the kernel kills (OOM: SIGKILL) leaves stderr empty; the row must say so, not just "failed"."""
     import subprocess
     import types
