@@ -96,6 +96,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="encoder arithmetic: fp32, bf16 autocast, or auto (bf16 where the CPU has it natively and a "
                    "probe shows it faster; l2e.model.precision)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the encoder (inductor, frozen weights): ~1.15x faster encoding after a one-off "
+                   "compile of ~1.5 min for SmolLM2 on 2 CPU cores; worth it from a few thousand texts (needs g++ on "
+                   "CPU; not with --onnx)")
     p.add_argument("--dims", type=parse_dims, default=None, help="Matryoshka sizes to score, e.g. 64,128,256")
     p.add_argument("--limits", type=int, default=0, help="sample this many queries per task (0 = all)")
     p.add_argument("--output_folder", help="default: <ckpt_dir>/mteb_eval (output/mteb_eval without ckpt_dir)")
@@ -167,6 +171,9 @@ def check_args(args: argparse.Namespace) -> None:
         problems.append(f"--doc_chunking {','.join(bad)}: use some of {','.join(CHUNKING)}")
     if args.doc_chunking and args.document_instruction:
         problems.append("--doc_chunking encodes documents without an instruction; drop --document_instruction")
+    if args.compile and args.onnx:
+        problems.append("--compile is for the torch model; ONNX Runtime optimises its own graph: drop one of "
+                        "--compile, --onnx")
     if (args.rescore < 0 or args.colbert_candidates < 0 or args.colbert_refine < 0 or args.colbert_nprobe < 1
             or args.chunk_tokens < 1):
         problems.append(f"--rescore, --colbert_candidates and --colbert_refine must be >= 0, --colbert_nprobe and "
@@ -211,7 +218,7 @@ def model_loaders(args: argparse.Namespace) -> List[Tuple[str, Callable]]:
     def load(path: str):
         if args.onnx:  # the checkpoint's ONNX export, run by ONNX Runtime (python -m l2e.onnx_export)
             return Embedder.from_onnx(path, args.onnx, **defaults)
-        return Embedder.from_checkpoint(path, precision=args.precision, **defaults, **overrides)
+        return Embedder.from_checkpoint(path, precision=args.precision, compile=args.compile, **defaults, **overrides)
 
     suffix = f":onnx({os.path.basename(args.onnx)})" if args.onnx else ""
     loaders = [(label + suffix, lambda p=path: load(p))
@@ -230,8 +237,8 @@ def load_baseline(path: str, args: argparse.Namespace):
     pooling = args.baseline_pooling  # None: the folder's sentence-transformers pooling, else eos / mean
     if args.query_instruction is not None:  # the command line's instruction wins over the folder's prompt
         options["query_instruction"] = args.query_instruction
-    return Embedder.from_pretrained(path, pooling=pooling, precision=args.precision, max_length=args.max_length,
-                                    **options)
+    return Embedder.from_pretrained(path, pooling=pooling, precision=args.precision, compile=args.compile,
+                                    max_length=args.max_length, **options)
 
 
 

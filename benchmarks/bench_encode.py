@@ -12,6 +12,8 @@ exported l2e checkpoint (``final/``: an ST-layout folder both libraries load). R
 - ``st_fp32`` / ``st_bf16``: ``SentenceTransformer.encode`` (the peers; it sorts texts by length as well);
 - ``l2e_fp32`` / ``l2e_bf16``: ``Embedder.encode`` (texts sorted by token count, each batch padded to its
   longest text), ``precision=`` fp32 / bf16;
+- ``compiled_fp32`` / ``compiled_bf16``: the same with ``compile=True`` (``torch.compile``, inductor with frozen
+  weights, dynamic shapes); the warm-up pass compiles, and ``warmup_s`` says what that cost;
 - ``onnx_fp32``: the same Embedder running the model's ONNX export (``l2e.export.onnx_export``) in ONNX Runtime;
 - ``mteb_fp32``: the path ``evaluate_mteb.py`` takes (MTEB hands over batches; ``EmbedderEncoder`` joins them
   into one sorted ``encode``); ``unsorted_fp32``: the Embedder fed one batch at a time in corpus order (what
@@ -25,7 +27,8 @@ ONNX Runtime runs the fp32 graph (l2e exports fp32 and int8 graphs, no bf16 one)
 ``onnx/model.onnx`` when it has one, else an export made once under ``--out`` (the model folder is not written).
 
 Each row runs in its own process, so its peak resident memory (``ru_maxrss``: model load included) is its own.
-Timing: one warm-up ``encode`` of the first ``--warmup`` texts, then the best of ``--repeats`` full passes.
+Timing: one warm-up ``encode`` of the first ``--warmup`` texts (its seconds kept as ``warmup_s``: oneDNN's kernel
+choice for most rows, the one-off compile for the compiled ones), then the best of ``--repeats`` full passes.
 "vs peer" is texts/s against sentence-transformers at the same precision (ONNX and the diagnostic rows:
 against fp32); the vectors are compared with the peer's and with sentence-transformers' fp32 vectors (max abs
 difference; all are unit vectors). Prints a Markdown table per model and writes every number to ``--json_out``.
@@ -49,11 +52,13 @@ FALLBACK_CORPUS = os.path.join(ROOT, "data", "sample", "dev-mini", "corpus.jsonl
 ROWS = {
     "st_fp32": ("st", "fp32", "sentence-transformers encode (peer)"),
     "l2e_fp32": ("l2e", "fp32", "l2e Embedder.encode (length-sorted)"),
+    "compiled_fp32": ("compiled", "fp32", "l2e Embedder.encode, compile=True"),
     "onnx_fp32": ("onnx", "fp32", "l2e Embedder on ONNX Runtime"),
     "mteb_fp32": ("mteb", "fp32", "`evaluate_mteb.py` path (EmbedderEncoder)"),
     "unsorted_fp32": ("unsorted", "fp32", "l2e Embedder, corpus order (no sort)"),
     "st_bf16": ("st", "bf16", "sentence-transformers encode in autocast (peer)"),
     "l2e_bf16": ("l2e", "bf16", "l2e Embedder.encode (length-sorted)"),
+    "compiled_bf16": ("compiled", "bf16", "l2e Embedder.encode, compile=True"),
 }
 TARGET = 1.2  # issue 25: l2e >= 1.2x sentence-transformers' texts/s at each precision
 
@@ -77,12 +82,12 @@ def own_max_length(path: str) -> int:
     return read_sentence_transformers(path)[1] or 512
 
 
-def load_embedder(path: str, precision: str, max_length: int):
+def load_embedder(path: str, precision: str, max_length: int, compile: bool = False):
     from l2e.retrieval.embedder import Embedder
 
     if os.path.isfile(os.path.join(path, "l2e_model.json")):  # an l2e checkpoint: its own saved settings
-        return Embedder.from_checkpoint(path, device="cpu", precision=precision, max_length=max_length)
-    return Embedder.from_pretrained(path, device="cpu", precision=precision, max_length=max_length)
+        return Embedder.from_checkpoint(path, device="cpu", precision=precision, max_length=max_length, compile=compile)
+    return Embedder.from_pretrained(path, device="cpu", precision=precision, max_length=max_length, compile=compile)
 
 
 def build_encode(args, kind: str, precision: str):
@@ -106,7 +111,7 @@ def build_encode(args, kind: str, precision: str):
 
         ours = Embedder.from_onnx(args.onnx_dir, threads=torch.get_num_threads(), max_length=args.max_length)
     else:
-        ours = load_embedder(args.path, precision, args.max_length)
+        ours = load_embedder(args.path, precision, args.max_length, compile=kind == "compiled")
     if kind == "unsorted":
         import numpy as np
 
@@ -136,7 +141,9 @@ def run_row(args) -> dict:
     texts = read_texts(args.corpus, args.limit)
     encode = build_encode(args, kind, precision)
     load_rss = peak_rss_gb()
-    encode(texts[: args.warmup])  # oneDNN picks and caches its kernels on the first shapes it sees
+    t = time.perf_counter()
+    encode(texts[: args.warmup])  # oneDNN picks and caches its kernels on the first shapes; compiled rows compile
+    warmup_s = time.perf_counter() - t
     best, vectors = float("inf"), None
     for _ in range(args.repeats):
         t = time.perf_counter()
@@ -144,7 +151,8 @@ def run_row(args) -> dict:
         best = min(best, time.perf_counter() - t)
     np.save(args.vectors, np.asarray(vectors, dtype=np.float32))
     return {"row": args.worker, "kind": kind, "precision": precision, "seconds": best,
-            "texts_per_s": len(texts) / best, "load_rss_gb": load_rss, "peak_rss_gb": peak_rss_gb(),
+            "texts_per_s": len(texts) / best, "warmup_s": warmup_s, "load_rss_gb": load_rss,
+            "peak_rss_gb": peak_rss_gb(),
             "threads": torch.get_num_threads()}
 
 
@@ -228,25 +236,29 @@ def markdown(result: dict) -> str:
     lines = [f"{result['model']}: {result['texts']} texts of {os.path.relpath(result['corpus'], ROOT)}, "
              f"batch {result['batch_size']}, max {result['max_length']} tokens, {threads} threads, "
              f"best of {result['repeats']}", "",
-             "| row | precision | seconds | texts/s | vs peer | peak RSS GB | max abs diff vs peer | vs ST fp32 |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| row | precision | seconds | texts/s | vs peer | warm-up s | peak RSS GB | max abs diff vs peer "
+             "| vs ST fp32 |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['row']} | error: {r['error'][:100]} | | | | | | |")
+            lines.append(f"| {r['row']} | error: {r['error'][:100]} | | | | | | | |")
             continue
         fmt = lambda key, spec: format(r[key], spec) if key in r else "—"  # noqa: E731 (a row without its peer)
         lines.append(f"| {ROWS[r['row']][2]} | {r['precision']} | {r['seconds']:.2f} | {r['texts_per_s']:.1f} | "
-                     f"{fmt('vs_peer', '.2f')}{'x' * ('vs_peer' in r)} | {r['peak_rss_gb']:.2f} | "
-                     f"{fmt('max_abs_diff_vs_peer', '.1e')} | {fmt('max_abs_diff_vs_fp32', '.1e')} |")
-    lines += ["", f"| precision | l2e texts/s | sentence-transformers texts/s | l2e / ST (target ≥ {TARGET}x) |",
-              "| --- | ---: | ---: | ---: |"]
+                     f"{fmt('vs_peer', '.2f')}{'x' * ('vs_peer' in r)} | {fmt('warmup_s', '.1f')} | "
+                     f"{r['peak_rss_gb']:.2f} | {fmt('max_abs_diff_vs_peer', '.1e')} | "
+                     f"{fmt('max_abs_diff_vs_fp32', '.1e')} |")
+    lines += ["", f"| precision | l2e | l2e texts/s | sentence-transformers texts/s | "
+              f"l2e / ST (target ≥ {TARGET}x) |",
+              "| --- | --- | ---: | ---: | ---: |"]
     by_name = {r["row"]: r for r in rows if "error" not in r}
     for precision in ("fp32", "bf16"):
-        ours, peer = by_name.get(f"l2e_{precision}"), by_name.get(f"st_{precision}")
-        if ours and peer:
-            ratio = ours["texts_per_s"] / peer["texts_per_s"]
-            lines.append(f"| {precision} | {ours['texts_per_s']:.1f} | {peer['texts_per_s']:.1f} | {ratio:.2f}x "
-                         f"{'(met)' if ratio >= TARGET else '(not met)'} |")
+        for kind, label in (("l2e", "eager"), ("compiled", "compile=True")):
+            ours, peer = by_name.get(f"{kind}_{precision}"), by_name.get(f"st_{precision}")
+            if ours and peer:
+                ratio = ours["texts_per_s"] / peer["texts_per_s"]
+                lines.append(f"| {precision} | {label} | {ours['texts_per_s']:.1f} | {peer['texts_per_s']:.1f} | "
+                             f"{ratio:.2f}x {'(met)' if ratio >= TARGET else '(not met)'} |")
     return "\n".join(lines) + "\n"
 
 

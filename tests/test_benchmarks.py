@@ -30,12 +30,14 @@ def test_bench_encode_runs_every_torch_row_and_compares_vectors(tmp_path):
     out = tmp_path / "out"
     bench_encode.main(["--model", final, "--corpus", str(corpus), "--limit", "6", "--batch_size", "4",
                        "--repeats", "1", "--warmup", "2", "--threads", "1", "--out", str(out),
-                       "--rows", "st_fp32,l2e_fp32,l2e_bf16"])
+                       "--rows", "st_fp32,l2e_fp32,compiled_fp32,l2e_bf16"])
     (result,) = json.loads((out / "results.json").read_text())
     assert result["texts"] == 6 and result["max_length"] == 64  # the model's own limit, for every row
     rows = {r["row"]: r for r in result["rows"]}
-    assert set(rows) == {"st_fp32", "l2e_fp32", "l2e_bf16"} and not any("error" in r for r in rows.values())
+    assert set(rows) == {"st_fp32", "l2e_fp32", "compiled_fp32", "l2e_bf16"}
+    assert not any("error" in r for r in rows.values())
     assert rows["l2e_fp32"]["max_abs_diff_vs_peer"] < 1e-5  # the same vectors as sentence-transformers
+    assert rows["compiled_fp32"]["max_abs_diff_vs_peer"] < 1e-5 and rows["compiled_fp32"]["warmup_s"] > 0
     assert "vs_peer" not in rows["l2e_bf16"]  # its peer (st_bf16) did not run: no ratio against another precision
     assert 0 < rows["l2e_bf16"]["max_abs_diff_vs_fp32"] < 0.05  # bf16 really ran, and stayed close
     assert all(r["peak_rss_gb"] > 0 and r["texts_per_s"] > 0 for r in rows.values())

@@ -191,3 +191,39 @@ def test_inline_instruction_is_skipped_like_a_separate_one(tmp_path):
     assert np.abs(emb.encode_corpus(inline) - separate).max() > 1e-3
     model.settings = model.settings.replace(skip_instruction=False)
     np.testing.assert_allclose(emb.encode_queries(inline), emb.encode_corpus(inline), atol=1e-6)
+
+
+def test_compiled_encode_matches_eager_with_one_graph_for_every_shape(built):
+    """compile=True (inductor, frozen weights, dynamic shapes): eager's vectors, and batches of other lengths reuse the
+    one graph rather than compiling again (a compile per shape would cost minutes per batch on a real model)."""
+    from torch._dynamo.utils import counters
+
+    model, tokenizer = built
+    texts = TEXTS + ["one more text of yet another length, to make a second batch"]
+    eager = Embedder(model, tokenizer, max_length=64, device="cpu").encode(texts, batch_size=2)
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = Embedder(model, tokenizer, max_length=64, device="cpu", compile=True)
+    assert compiled.compiled and compiled._forward is not compiled.model
+    out = compiled.encode(texts, batch_size=2)  # two batches, padded to different lengths
+    np.testing.assert_allclose(out, eager, atol=1e-5)
+    assert counters["stats"]["unique_graphs"] == 1
+    new = ["short", "two words"]  # a length no batch had
+    np.testing.assert_allclose(compiled.encode(new), Embedder(model, tokenizer, max_length=64).encode(new), atol=1e-5)
+    assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_compile_errors_name_the_fix(built, monkeypatch):
+    import shutil
+
+    model, tokenizer = built
+
+    class NoWeights(torch.nn.Module):  # what an ONNX Runtime model looks like to the Embedder
+        settings = model.settings
+        hidden_size = model.hidden_size
+
+    with pytest.raises(L2EError, match="needs a torch model"):
+        Embedder(NoWeights(), tokenizer, device="cpu", compile=True)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(L2EError, match="needs a C\\+\\+ compiler"):
+        Embedder(model, tokenizer, device="cpu", compile=True)

@@ -278,8 +278,9 @@ def test_one_line_errors_for_beir_files(tmp_path, capsys):
 
 def test_every_argument_problem_at_once(tmp_path, capsys):
     err = one_line_error(capsys, ["--ckpt_dir", str(tmp_path / "nope"), "--baseline", str(tmp_path / "gone"),
-                                  "--limits", "-1", "--data_dir", str(tmp_path / "nodata")])
-    for part in ["--ckpt_dir", "--baseline", "--data_dir", "--limits must be >= 0"]:
+                                  "--limits", "-1", "--data_dir", str(tmp_path / "nodata"), "--onnx",
+                                  "onnx/model.onnx", "--compile"])
+    for part in ["--ckpt_dir", "--baseline", "--data_dir", "--limits must be >= 0", "drop one of --compile, --onnx"]:
         assert part in err
 
 
@@ -495,3 +496,16 @@ def test_a_sentence_transformers_6_decoder_folder_says_what_it_cannot_reproduce(
                         device="cpu").save(str(tmp_path / "chat"))
     with pytest.raises(L2EError, match=r"chat/sentence_bert_config.json: .*chat template"):
         Embedder.from_pretrained(str(tmp_path / "chat"), device="cpu")
+
+
+def test_compile_flag_reaches_checkpoints_and_baselines(tmp_path, monkeypatch):
+    """``--compile`` builds every encoder compiled (what compiling does is tests/test_embedder.py's)."""
+    seen = []
+    monkeypatch.setattr(Embedder, "from_checkpoint", classmethod(lambda cls, path, **kw: seen.append(kw["compile"])))
+    monkeypatch.setattr(Embedder, "from_pretrained", classmethod(lambda cls, path, **kw: seen.append(kw["compile"])))
+    for flags in ([], ["--compile"]):
+        args = evaluate_mteb.parse_args(["--ckpt_dir", str(tmp_path), "--baseline", tiny_qwen3(),
+                                         "--data_dir", str(BEIR_TINY), *flags])
+        for _, load in evaluate_mteb.model_loaders(args):
+            load()
+    assert seen == [False, False, True, True]

@@ -400,3 +400,18 @@ def test_cli_cross_encoder_errors(tmp_path, capsys):
     two = tiny_cross_encoder(tmp_path / "two", num_labels=2)
     assert main(base + ["--cross_encoder", two]) == 2
     assert "has 2 labels; a teacher needs a relevance model with one" in capsys.readouterr().err
+
+
+def test_cli_compile_reaches_the_embedder(tmp_path, monkeypatch):
+    """``--compile`` builds the encoder compiled (what compiling does is tests/test_embedder.py's; skipped here)."""
+    from l2e.retrieval.embedder import Embedder
+
+    seen, real = [], Embedder.from_pretrained.__func__
+    monkeypatch.setattr(Embedder, "from_pretrained",
+                        classmethod(lambda cls, path, **kw: seen.append(kw["compile"]) or real(cls, path, **{
+                            **kw, "compile": False})))
+    data = write_jsonl(tmp_path / "in.jsonl", debian_rows(6))
+    common = ["--input", str(data), "--model", tiny_qwen3(), "--range", "0-4", "--negative_number", "2"]
+    assert main([*common, "--output", str(tmp_path / "a.jsonl")]) == 0
+    assert main([*common, "--output", str(tmp_path / "b.jsonl"), "--compile"]) == 0
+    assert seen == [False, True]

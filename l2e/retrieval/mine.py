@@ -250,6 +250,8 @@ class MineOptions:
     batch_size: int = option(32, "texts per encoder batch")
     precision: str = option("fp32", "encoder arithmetic: bf16 autocast, or auto (bf16 where the CPU has it "
                             "natively and it is faster)", choices=PRECISIONS)
+    compile: bool = option(False, "torch.compile the encoder (inductor, frozen weights): ~1.15x faster after a one-off "
+                           "compile (~1.5 min for SmolLM2 on 2 CPU cores); needs g++ on CPU")
     scorer: str = option("dense", "what ranks the pool: the model's dense vectors or one of its heads, their hybrid "
                          "(fused, min-max normalised scores), or BM25 (bm25s; no model)", choices=scorer_names,
                          group="search")
@@ -379,10 +381,10 @@ def load_embedder(args: MineOptions):
     if os.path.isfile(os.path.join(args.model, SETTINGS_FILE)):
         overrides = {k: v for k, v in {"pooling_mode": args.pooling, "bi_attn_enabled": args.bi_attn}.items() if v}
         return Embedder.from_checkpoint(args.model, precision=args.precision, query_instruction=args.query_instruction,
-                                        max_length=args.max_length, **overrides)
+                                        max_length=args.max_length, compile=args.compile, **overrides)
     return Embedder.from_pretrained(args.model, pooling=args.pooling, bi_attn=args.bi_attn,
                                     query_instruction=args.query_instruction or "", max_length=args.max_length,
-                                    gguf_file=args.gguf_file, precision=args.precision)
+                                    gguf_file=args.gguf_file, precision=args.precision, compile=args.compile)
 
 
 def encode_queries(embedder, rows: List[dict], batch_size: int) -> np.ndarray:
