@@ -97,9 +97,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="encoder arithmetic: fp32, bf16 autocast, or auto (bf16 where the CPU has it natively and a "
                    "probe shows it faster; l2e.model.precision)")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the encoder (inductor, frozen weights): ~1.15x faster encoding after a one-off "
-                   "compile of ~1.5 min for SmolLM2 on 2 CPU cores; worth it from a few thousand texts (needs g++ on "
-                   "CPU; not with --onnx)")
+                   help="torch.compile the encoder (inductor, frozen weights): 1.07-1.7x faster encoding after a "
+                   "one-off compile of ~1.5 min for SmolLM2 on 2 CPU cores; worth it from a few thousand texts (needs "
+                   "g++ on CPU; not with --onnx)")
     p.add_argument("--dims", type=parse_dims, default=None, help="Matryoshka sizes to score, e.g. 64,128,256")
     p.add_argument("--limits", type=int, default=0, help="sample this many queries per task (0 = all)")
     p.add_argument("--output_folder", help="default: <ckpt_dir>/mteb_eval (output/mteb_eval without ckpt_dir)")

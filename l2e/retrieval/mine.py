@@ -250,8 +250,8 @@ class MineOptions:
     batch_size: int = option(32, "texts per encoder batch")
     precision: str = option("fp32", "encoder arithmetic: bf16 autocast, or auto (bf16 where the CPU has it "
                             "natively and it is faster)", choices=PRECISIONS)
-    compile: bool = option(False, "torch.compile the encoder (inductor, frozen weights): ~1.15x faster after a one-off "
-                           "compile (~1.5 min for SmolLM2 on 2 CPU cores); needs g++ on CPU")
+    compile: bool = option(False, "torch.compile the encoder (inductor, frozen weights): 1.07-1.7x faster after a "
+                           "one-off compile (~1.5 min for SmolLM2 on 2 CPU cores); needs g++ on CPU")
     scorer: str = option("dense", "what ranks the pool: the model's dense vectors or one of its heads, their hybrid "
                          "(fused, min-max normalised scores), or BM25 (bm25s; no model)", choices=scorer_names,
                          group="search")
