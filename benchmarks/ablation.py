@@ -7,6 +7,9 @@
     python benchmarks/ablation.py --train ../shared/data/train.jsonl --eval_dir data/dev-small --resume
     # some rows only, added to the same table
     python benchmarks/ablation.py --train ../shared/data/train.jsonl --rows base,distill,bf16,st_peer --resume
+    # a row of the table again (its model is needed on the full dev set and its run folder is gone)
+    python benchmarks/ablation.py --train ../shared/data/train.jsonl --eval_dir data/dev-small --resume \
+        --redo recipe --rows recipe --full_dev_rows base,st_peer,recipe --full_dev_dir ../shared/data/dev
     # a quick look on the embedded sample, in its own table
     python benchmarks/ablation.py --steps 10 --seeds 42,43 --rows base,base_soup,bf16 --eval_dir data/sample/dev-mini \\
         --docs output/ablation_quick/docs --out output/ablation_quick
@@ -34,7 +37,10 @@ commands, the git commit, training and scoring minutes, the difference from base
 ``DOCS/ablation.md`` (the table) and ``DOCS/ablation.png`` (the differences with their intervals). Runs, tokenized
 data and evaluations go under ``--out``. ``--resume`` skips the rows already in the table (the same steps, batch,
 seed, data, model and eval set); a row stopped half-way is redone from the start (``run.py --overwrite``; its partial
-folders are removed first). Problems with the arguments end the run with one line ``error: ...`` (exit status 2).
+folders are removed first). ``--redo ROWS`` runs rows of the table again (e.g. to bring back a model for
+``--full_dev_rows`` after its run folder was lost). A merge or the peer whose base runs are gone but whose base
+rows are in the table trains those runs again, scores them too and keeps both: the table's Δ is against the base
+row, a note against the retrained base the row was really built from. Problems with the arguments end the run with one line ``error: ...`` (exit status 2).
 """
 from __future__ import annotations
 
@@ -393,15 +399,45 @@ def row_setup(args, name: str) -> dict:
     return {"seed": seeds_of(args).get(name, args.seed_list[0])}
 
 
-def run_row(args, name: str, commands: List[str]) -> dict:
-    """Train (or merge) a row; returns ``{"final", "train_min"}`` -- ``final`` is what evaluate_mteb.py scores."""
+def run_row(args, name: str, commands: List[str], table: Optional[dict] = None) -> dict:
+    """Train (or merge) a row; returns ``{"final", "train_min"}`` -- ``final`` is what evaluate_mteb.py scores --
+    and ``rebuilt`` when base runs it is built from had to be trained again (``rebuild_bases``)."""
     row, seed = row_spec(name), row_setup(args, name).get("seed")
     if row.kind == "baseline":
         return {"final": "", "train_min": None}
-    missing = [b for b in seeds_of(args) if not os.path.isfile(os.path.join(args.out, b, "training_summary.json"))]
-    if name in NEEDS_BASE and ("base" in missing or (row.kind == "soup" and missing)):
-        raise AblationError(f"row {name} is built from the base runs ({', '.join(missing)} not trained in "
-                            f"{args.out}); add base to --rows")
+    rebuilt = {}
+    if name in NEEDS_BASE:
+        missing = [b for b in seeds_of(args)
+                   if not os.path.isfile(os.path.join(args.out, b, "training_summary.json"))]
+        needed = missing if row.kind == "soup" else [b for b in missing if b == "base"]
+        if any(b not in (table or {}).get("rows", {}) for b in needed):
+            raise AblationError(f"row {name} is built from the base runs ({', '.join(missing)} not trained in "
+                                f"{args.out}); add base to --rows")
+        rebuilt = rebuild_bases(args, needed, commands)
+    out = run_row_kind(args, name, row, seed, commands)
+    return {**out, "rebuilt": rebuilt} if rebuilt else out
+
+
+def rebuild_bases(args, names: Sequence[str], commands: List[str]) -> dict:
+    """Train again the base runs a merge or the peer is built from when the table holds their rows but their run
+    folders are gone (another machine, a cleaned ``--out``). Their rows stay as scored: every other row's Δ is
+    against them. A retrained run is not bit for bit the scored one (another CPU's kernels, code changed since), so
+    each is scored too and the row keeps it (``rebuilt_bases``), and the table compares the merge with the base it
+    was really built from."""
+    out = {}
+    for b in names:
+        spec, seed = row_spec(b), row_setup(args, b)["seed"]
+        print(f"  {b}: its run folder is gone from {args.out}; training it again (its row stays as scored)",
+              flush=True)
+        run_dir = train(args, b, seed, dataset(args, spec.data, commands), dict(spec.overrides), commands)
+        target = target_args(args, spec, os.path.join(run_dir, "final"))
+        out[b] = {"commit": git_commit(args.docs), "train_min": train_minutes(run_dir),
+                  "eval": score(args, f"{b}.rebuilt", target, args.eval_dir, commands, drop=drop_for(b))}
+    return out
+
+
+def run_row_kind(args, name: str, row: Row, seed: Optional[int], commands: List[str]) -> dict:
+    """``run_row`` by the row's kind: train, staged, recipe, soup, slerp, or the sentence-transformers peer."""
     if row.kind == "train":
         run_dir = train(args, name, seed, dataset(args, row.data, commands), dict(row.overrides), commands)
         return {"final": os.path.join(run_dir, "final"), "train_min": train_minutes(run_dir)}
@@ -496,6 +532,13 @@ def compare(table: dict, resamples: int, seed: int, seed_rows: Sequence[str]) ->
                 if ref and ref["eval"] == here["eval"] and s is not headline(ref["scores"]):
                     s["vs_base"] = paired_bootstrap(s["per_query"], headline(ref["scores"])["per_query"],
                                                     resamples=resamples, seed=seed)
+    for row in rows.values():  # a row built from a retrained base: also against that base (rebuild_bases)
+        again = (row.get("rebuilt_bases") or {}).get("base")
+        row.pop("vs_rebuilt_base", None)
+        if again and again["eval"]["eval"] == row["eval"]["eval"]:
+            row["vs_rebuilt_base"] = paired_bootstrap(headline(row["eval"]["scores"])["per_query"],
+                                                      headline(again["eval"]["scores"])["per_query"],
+                                                      resamples=resamples, seed=seed)
     seeds = {n: rows[n] for n in seed_rows if n in rows}
     table["seed_spread"] = (seed_spread([headline(r["eval"]["scores"])["ndcg_at_10"] for r in seeds.values()])
                             if len(seeds) > 1 else None)
@@ -550,6 +593,19 @@ def markdown(table: dict) -> str:
             lines.append(f"| base seed spread | base at seeds {', '.join(map(str, sp['seeds']))} | {sp['mean']:.4f} "
                          f"(min {sp['min']:.4f}, max {sp['max']:.4f}, sd {sp['std']:.4f}) | "
                          f"{sp['min'] - ref:+.4f} .. {sp['max'] - ref:+.4f} (seeds' range) | seed noise | | |")
+    rebuilt = [n for n in ordered(rows) if rows[n].get("rebuilt_bases")]
+    if rebuilt:
+        lines += ["", "Rows built from base runs trained again (their run folders were gone; the base rows above stay "
+                  "as scored, and a retrained run is not bit for bit the scored one):", ""]
+    for name in rebuilt:
+        for b, again in rows[name]["rebuilt_bases"].items():
+            was = headline(rows[b]["eval"]["scores"])["ndcg_at_10"] if b in rows else float("nan")
+            lines.append(f"- {name}: {b} trained again at commit {again['commit']} ({fmt_min(again['train_min'])} min) "
+                         f"scores {headline(again['eval']['scores'])['ndcg_at_10']:.4f} (its row: {was:.4f})")
+        v = rows[name].get("vs_rebuilt_base")
+        if v:
+            lines.append(f"- {name} against the retrained base it was built from: Δ {v['delta']:+.4f} "
+                         f"[{v['low']:+.4f}, {v['high']:+.4f}], {v['verdict']}")
     lines += ["", "## Every representation scored", "",
               "| row | representation | dim | nDCG@10 | Recall@100 | Δ vs base [95% CI] | verdict |",
               "| --- | --- | ---: | ---: | ---: | --- | --- |"]
@@ -663,6 +719,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--docs", default=os.path.join(ROOT, "docs"), help="where ablation.json, .md and .png go")
     p.add_argument("--resume", action="store_true", help="continue the table in --docs: skip the rows it holds")
     p.add_argument("--overwrite", action="store_true", help="start a new table even if --docs holds one")
+    p.add_argument("--redo", default="", help="with --resume: rows of the table to run again, their records replaced "
+                   "(a finished run of the same config in --out is reused), e.g. to bring back a model whose run "
+                   "folder is gone before --full_dev_rows scores it; not base or its seeds (every Δ is against them)")
     p.add_argument("--st_peer_worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -682,6 +741,16 @@ def check_args(args) -> None:
     unknown = [r for r in args.row_list if r not in ROWS]
     if unknown or not args.row_list:
         problems.append(f"--rows: unknown row(s) {', '.join(unknown) or '(none given)'}; rows: {', '.join(ROWS)}")
+    args.redo_list = [r.strip() for r in args.redo.split(",") if r.strip()]
+    if args.redo_list and not args.resume:
+        problems.append("--redo runs rows of an existing table again: add --resume")
+    unknown = [r for r in args.redo_list if r not in ROWS and not r.startswith("base.seed")]
+    if unknown:
+        problems.append(f"--redo: unknown row(s) {', '.join(unknown)}")
+    if "base" in args.redo_list or [r for r in args.redo_list if r.startswith("base.seed")]:
+        problems.append("--redo base: every row's Δ is against base and its seeds; start a new table (--overwrite, "
+                        "or another --docs) to train them again")
+    args.row_list += [r for r in args.redo_list if r in ROWS and r not in args.row_list]
     if "base_soup" in args.row_list and len(args.seed_list) == 1:
         problems.append("row base_soup averages base over its seeds: give at least two --seeds")
     args.full_dev_list = [r.strip() for r in args.full_dev_rows.split(",") if r.strip()]
@@ -717,15 +786,17 @@ def ablate(args) -> int:
         row = row_spec(name)
         setup = row_setup(args, name)
         done = table["rows"].get(name)
-        if not (done and done["setup"] == setup):
-            print(f"== {name}: {row.label}", flush=True)
+        if not (done and done["setup"] == setup) or name in args.redo_list:
+            print(f"== {name}: {row.label}" + (" (again: --redo)" if done else ""), flush=True)
             commands: List[str] = []
-            trained = run_row(args, name, commands)
+            trained = run_row(args, name, commands, table)
             target = target_args(args, row, trained["final"])
             scored = score(args, name, target, args.eval_dir, commands, drop=drop_for(name))
             done = {"label": row.label, "setup": setup, "commit": git_commit(args.docs), "commands": commands,
                     "train_min": trained["train_min"], "target": target, "eval": scored,
                     "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+            if trained.get("rebuilt"):
+                done["rebuilt_bases"] = trained["rebuilt"]
             table["rows"][name] = done
             print(write_table(args, table), flush=True)
         else:

@@ -304,6 +304,73 @@ def test_a_killed_training_restarts_from_a_clean_folder(tiny_run, monkeypatch):
     assert set(json.loads((docs / "ablation.json").read_text())["rows"]) == {"base", "base.seed43"}
 
 
+def copy_of_the_run(tmp, argv, name: str, rows: str, copy_out: bool = True):
+    """The tiny run's table (and --out, unless ``copy_out`` is false: a copied run folder's config names the other
+    --out, so it is not reused) copied under ``name``; argv pointed at them, for ``rows``, no full dev."""
+    out, docs = (tmp / f"{name}_out", tmp / f"{name}_docs") if copy_out else (tmp / "out", tmp / f"{name}_docs")
+    if copy_out:
+        shutil.copytree(tmp / "out", out, symlinks=True)
+    docs.mkdir()
+    shutil.copy(tmp / "docs" / "ablation.json", docs / "ablation.json")
+    args = [str(out) if a == str(tmp / "out") else str(docs) if a == str(tmp / "docs") else a for a in argv]
+    args[args.index("--rows") + 1] = rows
+    at = args.index("--full_dev_rows")
+    del args[at:at + 4]  # --full_dev_rows base,st_peer --full_dev_dir ...
+    return out, docs, args
+
+
+def test_a_merge_whose_base_run_is_gone_trains_it_again_and_says_so(tiny_run, monkeypatch):
+    """The base rows are in the table but their run folders are not (another machine, a cleaned --out): the SLERP row
+    trains base again, scores the retrained run too, merges it, and the table shows both comparisons."""
+    tmp, argv, _ = tiny_run
+    out, docs, args = copy_of_the_run(tmp, argv, "rebuild", "base_slerp")
+    before = json.loads((docs / "ablation.json").read_text())["rows"]
+    shutil.rmtree(out / "base")
+    runner = InProcess()
+    monkeypatch.setattr(ablation, "run_script", runner)
+    assert ablation.main([*args, "--resume"]) == 0
+    # base trained again and scored, then the merge and its score
+    assert [c[0] for c in runner.calls] == ["run.py", "evaluate_mteb.py", "run.py", "evaluate_mteb.py"]
+    assert "--chain" in runner.calls[2]
+    chain = json.loads((out / "base_slerp.chain.json").read_text())
+    assert chain["stages"][0]["merge"]["models"] == [str(out / "base" / "step_1"), str(out / "base" / "final")]
+    rows = json.loads((docs / "ablation.json").read_text())["rows"]
+    assert {n: r for n, r in rows.items() if n != "base_slerp"} == before  # the base rows stay as scored
+    slerp = rows["base_slerp"]
+    assert list(slerp["rebuilt_bases"]) == ["base"]
+    again = slerp["rebuilt_bases"]["base"]
+    assert again["commit"] and again["train_min"] > 0
+    assert ablation.headline(again["eval"]["scores"])["per_query"].keys() == (
+        ablation.headline(before["base"]["eval"]["scores"])["per_query"].keys())
+    want = paired_bootstrap(ablation.headline(slerp["eval"]["scores"])["per_query"],
+                            ablation.headline(again["eval"]["scores"])["per_query"], resamples=1000)
+    assert slerp["vs_rebuilt_base"] == want
+    assert "vs_base" in ablation.headline(slerp["eval"]["scores"])  # and against the table's base, as every row
+    text = (docs / "ablation.md").read_text()
+    score = ablation.headline(again["eval"]["scores"])["ndcg_at_10"]
+    was = ablation.headline(before["base"]["eval"]["scores"])["ndcg_at_10"]
+    assert f"- base_slerp: base trained again at commit {again['commit']}" in text
+    assert f"scores {score:.4f} (its row: {was:.4f})" in text
+    assert f"- base_slerp against the retrained base it was built from: Δ {want['delta']:+.4f}" in text
+
+
+def test_redo_runs_a_row_of_the_table_again(tiny_run, monkeypatch):
+    tmp, argv, _ = tiny_run
+    _, docs, args = copy_of_the_run(tmp, argv, "redo", "distill", copy_out=False)
+    before = json.loads((docs / "ablation.json").read_text())["rows"]
+    runner = InProcess()
+    monkeypatch.setattr(ablation, "run_script", runner)
+    assert ablation.main([*args, "--resume"]) == 0
+    assert runner.calls == []  # in the table: skipped
+    table = json.loads((docs / "ablation.json").read_text())
+    table["rows"]["distill"]["finished"] = "then"
+    (docs / "ablation.json").write_text(json.dumps(table))
+    assert ablation.main([*args, "--resume", "--redo", "distill"]) == 0
+    assert [c[0] for c in runner.calls] == ["evaluate_mteb.py"]  # its finished run in --out is reused, scored again
+    again = json.loads((docs / "ablation.json").read_text())["rows"]["distill"]
+    assert again["finished"] != "then" and again["eval"]["scores"] == before["distill"]["eval"]["scores"]
+
+
 # --- one-line errors ---------------------------------------------------------------------------------------------
 
 
@@ -324,6 +391,11 @@ def test_one_line_errors_for_arguments(tmp_path, capsys):
         "error: row base_soup averages base over its seeds: give at least two --seeds")
     assert one_line_error(capsys, [*common, "--full_dev_rows", "base"]) == (
         "error: --full_dev_rows and --full_dev_dir go together")
+    assert one_line_error(capsys, [*common, "--redo", "recipe"]) == (
+        "error: --redo runs rows of an existing table again: add --resume")
+    assert one_line_error(capsys, [*common, "--redo", "base.seed43,sprase", "--resume"]) == (
+        "error: --redo: unknown row(s) sprase; --redo base: every row's Δ is against base and its seeds; start a new "
+        "table (--overwrite, or another --docs) to train them again")
     err = one_line_error(capsys, [*common, "--train", str(tmp_path / "none.jsonl"), "--steps", "2", "--resume",
                                   "--overwrite", "--recipe_config", "nope.json"])
     assert err == (f"error: --train {str(tmp_path / 'none.jsonl')!r} does not exist; --recipe_config 'nope.json' does "
