@@ -8,7 +8,7 @@
     # some rows only, added to the same table
     python benchmarks/ablation.py --train ../shared/data/train.jsonl --rows base,distill,bf16,st_peer --resume
     # a row of the table again (its model is needed on the full dev set and its run folder is gone)
-    python benchmarks/ablation.py --train ../shared/data/train.jsonl --eval_dir data/dev-small --resume \
+    python benchmarks/ablation.py --train ../shared/data/train.jsonl --eval_dir data/dev-small --resume \\
         --redo recipe --rows recipe --full_dev_rows base,st_peer,recipe --full_dev_dir ../shared/data/dev
     # a quick look on the embedded sample, in its own table
     python benchmarks/ablation.py --steps 10 --seeds 42,43 --rows base,base_soup,bf16 --eval_dir data/sample/dev-mini \\
@@ -40,7 +40,8 @@ seed, data, model and eval set); a row stopped half-way is redone from the start
 folders are removed first). ``--redo ROWS`` runs rows of the table again (e.g. to bring back a model for
 ``--full_dev_rows`` after its run folder was lost). A merge or the peer whose base runs are gone but whose base
 rows are in the table trains those runs again, scores them too and keeps both: the table's Δ is against the base
-row, a note against the retrained base the row was really built from. Problems with the arguments end the run with one line ``error: ...`` (exit status 2).
+row, a note against the retrained base the row was really built from. Problems with the arguments end the run with
+one line ``error: ...`` (exit status 2).
 """
 from __future__ import annotations
 
@@ -747,7 +748,7 @@ def check_args(args) -> None:
     unknown = [r for r in args.redo_list if r not in ROWS and not r.startswith("base.seed")]
     if unknown:
         problems.append(f"--redo: unknown row(s) {', '.join(unknown)}")
-    if "base" in args.redo_list or [r for r in args.redo_list if r.startswith("base.seed")]:
+    if any(r == "base" or r.startswith("base.seed") for r in args.redo_list):
         problems.append("--redo base: every row's Δ is against base and its seeds; start a new table (--overwrite, "
                         "or another --docs) to train them again")
     args.row_list += [r for r in args.redo_list if r in ROWS and r not in args.row_list]
@@ -787,7 +788,8 @@ def ablate(args) -> int:
         setup = row_setup(args, name)
         done = table["rows"].get(name)
         if not (done and done["setup"] == setup) or name in args.redo_list:
-            print(f"== {name}: {row.label}" + (" (again: --redo)" if done else ""), flush=True)
+            print(f"== {name}: {row.label}" + (" (again: --redo)" if done and name in args.redo_list else ""),
+                  flush=True)
             commands: List[str] = []
             trained = run_row(args, name, commands, table)
             target = target_args(args, row, trained["final"])
