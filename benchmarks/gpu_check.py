@@ -22,6 +22,7 @@ sys.path.insert(0, ROOT)
 SAMPLE = os.path.join(ROOT, "data", "sample", "debian")
 INSTRUCTIONS = os.path.join(ROOT, "data", "sample", "instructions.json")
 TOKENIZER = os.path.join(ROOT, "tests", "assets", "smollm2_tokenizer")
+BASE_CONFIG = "configs/cpu/tiny.f2llm.json"  # every row is this config with its overrides (rows())
 
 
 def bf16_peak_tflops(size: int = 8192, repeats: int = 20) -> float:
@@ -58,11 +59,44 @@ def rows(out: str):
     }
 
 
+def row_sets(name: str, arch: str, overrides: dict, out: str) -> dict:
+    """The ``run.py --set`` keys of one row: its overrides and where its model, data and run go."""
+    return {**overrides, "model_path": os.path.join(out, "models", arch),
+            "train_data_path": os.path.join(out, "tokenized"), "experiment_id": name, "output_dir": os.path.join(out, "runs"), "tb_dir": os.path.join(out, "tb")}
+
+
+def row_command(name: str, arch: str, accel, overrides: dict, out: str) -> list:
+    launch = ["-m", "accelerate.commands.launch", "--config_file", accel, "--num_processes", "1"] if accel else []
+    cmd = [sys.executable, *launch, "run.py", "--config", BASE_CONFIG, "--overwrite"]
+    for k, v in row_sets(name, arch, overrides, out).items():
+        cmd += ["--set", f"{k}={json.dumps(v)}"]
+    return cmd
+
+
+def check_rows(out: str) -> list:
+    """Every row's resolved config, validated the way run.py validates it, on any machine (no CUDA, no model):
+    a GPU lease is minutes long, so a misspelt key must fail here rather than there."""
+    from l2e.config import load_config
+
+    return [load_config(os.path.join(ROOT, BASE_CONFIG), [f"{k}={json.dumps(v)}" for k, v in
+                                                          row_sets(name, arch, overrides, out).items()],
+                        check_paths=False)
+            for name, (arch, _accel, overrides, _needs) in rows(out).items()]
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default=os.path.join(ROOT, "output", "gpu_check"))
-    p.add_argument("--only", default="")
+    p.add_argument("--only", default="", help="comma-separated rows to run (default: all)")
+    p.add_argument("--row_timeout", type=int, default=300,
+                   help="seconds before a row is stopped and reported as an error (a GPU lease is short)")
+    p.add_argument("--check", action="store_true",
+                   help="only validate every row's config (no GPU needed) and exit")
     args = p.parse_args(argv)
+    if args.check:
+        for config in check_rows(args.out):
+            print(f"ok: {config.experiment_id}")
+        return
     import torch
 
     if not torch.cuda.is_available():
@@ -85,16 +119,21 @@ def main(argv=None) -> None:
         model = os.path.join(args.out, "models", arch)
         if not os.path.isdir(model):
             save_tiny_model(arch, model)
-        sets = {**overrides, "model_path": model, "train_data_path": data, "experiment_id": name,
-                "output_dir": os.path.join(args.out, "runs"), "tb_dir": os.path.join(args.out, "tb")}
-        launch = ["-m", "accelerate.commands.launch", "--config_file", accel, "--num_processes", "1"] if accel else []
-        cmd = [sys.executable, *launch, "run.py", "--config", "configs/cpu/tiny.f2llm.json", "--overwrite"]
-        for k, v in sets.items():
-            cmd += ["--set", f"{k}={json.dumps(v)}"]
         t = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        if proc.returncode:
-            results.append({"row": name, "error": (proc.stderr.strip().splitlines() or ["?"])[-1][:200]})
+        log = os.path.join(args.out, "logs", f"{name}.log")  # the whole output of the row, kept for a failing one
+        os.makedirs(os.path.dirname(log), exist_ok=True)
+        try:
+            with open(log, "w") as f:
+                code = subprocess.run(row_command(name, arch, accel, overrides, args.out), cwd=ROOT, stdout=f,
+                                      stderr=subprocess.STDOUT, timeout=args.row_timeout).returncode
+        except subprocess.TimeoutExpired:
+            results.append({"row": name, "error": f"stopped after {args.row_timeout} s (--row_timeout); see {log}"})
+            continue
+        if code:
+            with open(log) as f:
+                last = (f.read().strip().splitlines() or ["?"])[-1]
+            results.append({"row": name, "error": f"exit {code}: {last[:200]} (whole output: {log})"})
+            print(json.dumps(results[-1]), flush=True)
             continue
         results.append(measure(name, os.path.join(args.out, "runs", name), overrides, peak, time.perf_counter() - t))
         print(json.dumps(results[-1]), flush=True)

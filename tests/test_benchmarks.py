@@ -14,6 +14,7 @@ from l2e.model.embedding_model import build_model
 import benchmarks.bench_encode as bench_encode
 import benchmarks.bench_memory as bench_memory
 import benchmarks.bench_train as bench_train
+import benchmarks.gpu_check as gpu_check
 
 
 def row(name, precision, samples_per_s, **extra):
@@ -258,3 +259,24 @@ def test_bench_lora_times_peft_and_l2e_on_the_same_layers(tmp_path, capsys):
     # l2e's dropout keeps a 1-byte mask where peft keeps a dropped copy of each input
     assert rows[("l2e", "fp32")]["saved_mb"] < rows[("peft", "fp32")]["saved_mb"]
     assert "| l2e_torch_masks | fp32 |" in capsys.readouterr().out
+
+
+def test_gpu_check_rows_are_valid_configs_without_a_gpu(tmp_path, capsys):
+    # A GPU lease is minutes long: every row must pass run.py's own validation here, on the CPU.
+    gpu_check.main(["--check", "--out", str(tmp_path)])
+    printed = capsys.readouterr().out.split()
+    assert printed[1::2] == list(gpu_check.rows(str(tmp_path)))
+    configs = {c.experiment_id: c for c in gpu_check.check_rows(str(tmp_path))}
+    assert configs["qwen3-0.6b_lora_gradcache"].grad_cache and configs["qwen3-0.6b_qlora_4bit"].lora_enabled
+    assert configs["qwen3-0.6b_sdpa"].model_path == str(tmp_path / "models" / "qwen3-0.6b")
+    cmd = gpu_check.row_command("qwen3-0.6b_deepspeed_zero2", "qwen3-0.6b", "configs/accelerate_config.yaml", {},
+                                str(tmp_path))
+    assert cmd[1:7] == ["-m", "accelerate.commands.launch", "--config_file", "configs/accelerate_config.yaml",
+                        "--num_processes", "1"]
+
+
+def test_gpu_check_table_names_skipped_and_failed_rows():
+    text = gpu_check.table([{"row": "a", "skipped": "flash_attn not installed"}, {"row": "b", "error": "exit 1: boom"},
+                            {"row": "c", "s_per_step": 0.5, "tokens_per_step": 1000.0, "mfu": 0.25, "peak_gpu_gb": 3.0}])
+    assert "| a | flash_attn not installed |" in text and "| b | error: exit 1: boom |" in text
+    assert "| c | 0.500 | 1000 | 25% | 3.0 |" in text
