@@ -62,7 +62,8 @@ def rows(out: str):
 def row_sets(name: str, arch: str, overrides: dict, out: str) -> dict:
     """The ``run.py --set`` keys of one row: its overrides and where its model, data and run go."""
     return {**overrides, "model_path": os.path.join(out, "models", arch),
-            "train_data_path": os.path.join(out, "tokenized"), "experiment_id": name, "output_dir": os.path.join(out, "runs"), "tb_dir": os.path.join(out, "tb")}
+            "train_data_path": os.path.join(out, "tokenized"), "experiment_id": name,
+            "output_dir": os.path.join(out, "runs"), "tb_dir": os.path.join(out, "tb")}
 
 
 def row_command(name: str, arch: str, accel, overrides: dict, out: str) -> list:

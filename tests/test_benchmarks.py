@@ -276,7 +276,9 @@ def test_gpu_check_rows_are_valid_configs_without_a_gpu(tmp_path, capsys):
 
 
 def test_gpu_check_table_names_skipped_and_failed_rows():
-    text = gpu_check.table([{"row": "a", "skipped": "flash_attn not installed"}, {"row": "b", "error": "exit 1: boom"},
-                            {"row": "c", "s_per_step": 0.5, "tokens_per_step": 1000.0, "mfu": 0.25, "peak_gpu_gb": 3.0}])
+    text = gpu_check.table([{"row": "a", "skipped": "flash_attn not installed"},
+                            {"row": "b", "error": "exit 1: boom"},
+                            {"row": "c", "s_per_step": 0.5, "tokens_per_step": 1000.0, "mfu": 0.25,
+                             "peak_gpu_gb": 3.0}])
     assert "| a | flash_attn not installed |" in text and "| b | error: exit 1: boom |" in text
     assert "| c | 0.500 | 1000 | 25% | 3.0 |" in text
