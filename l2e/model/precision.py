@@ -16,7 +16,10 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
+
+if TYPE_CHECKING:  # the annotations only (see PRECISIONS)
+    import torch
 
 PRECISIONS = ("auto", "fp32", "bf16")  # torch is imported lazily: configs are checked without it
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
