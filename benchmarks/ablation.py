@@ -265,6 +265,8 @@ def dataset(args, kind: str, commands: List[str]) -> str:
 
 def run_sets(args, name: str, seed: int, steps: int, data: str, overrides: dict, recipe: bool = False) -> list:
     """run.py --set arguments: the row's place and data; the ablation's budget unless it is the recipe's own."""
+    from l2e.config import format_overrides
+
     common = {"experiment_id": name, "output_dir": args.out, "tb_dir": f"{args.out}/tb", "train_data_path": data,
               "eval_data_dir": ""}
     if args.model:
@@ -273,7 +275,7 @@ def run_sets(args, name: str, seed: int, steps: int, data: str, overrides: dict,
         common.update({**BASE_MIX, "seed": seed, "train_steps": steps, "train_batch_size": args.batch,
                        "checkpointing_steps": max(1, steps // 2), "validation_steps": steps, "keep_last_n": 0,
                        "warmup_steps": max(1, steps // 15)})
-    sets = [f"{k}={json.dumps(v)}" for k, v in {**common, **overrides}.items()]
+    sets = format_overrides({**common, **overrides})
     return [*sets, *args.set]
 
 

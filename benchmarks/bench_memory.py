@@ -84,6 +84,8 @@ def code_at(rev: str):
 
 
 def run_row(args, name: str, out: str, code: str = ROOT, commit: str = "") -> dict:
+    from l2e.config import format_overrides
+
     sets, env = row_settings(name)
     run_id = name.replace("+", "_")  # experiment_id allows letters, digits, "._-"
     if env.get("LD_PRELOAD") and not os.path.isfile(JEMALLOC):
@@ -93,8 +95,8 @@ def run_row(args, name: str, out: str, code: str = ROOT, commit: str = "") -> di
             "experiment_id": run_id, **sets}
     # Python puts the script's folder first on sys.path, so run.py imports the l2e/ beside it.
     cmd = [sys.executable, os.path.join(code, "run.py"), "--config", args.config, "--overwrite"]
-    for k, v in sets.items():
-        cmd += ["--set", f"{k}={json.dumps(v)}"]
+    for override in format_overrides(sets):
+        cmd += ["--set", override]
     log = os.path.join(out, f"{name}.log")
     with open(log, "w") as f:
         res = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **env})

@@ -182,7 +182,7 @@ def prepare_data(args, model_dir: str) -> str:
 
 
 def run_l2e(args, name: str, settings: dict) -> dict:
-    from l2e.config import from_dict, load_config
+    from l2e.config import format_overrides, from_dict, load_config
     from l2e.train.trainer import Trainer
 
     batch = settings.get("batch", args.batch)
@@ -191,8 +191,7 @@ def run_l2e(args, name: str, settings: dict) -> dict:
               "log_interval": 1, "train_batch_size": batch, "eval_data_dir": "", "keep_last_n": 1}
     if ROWS[name][0] == "recipe":
         cfg = load_config(os.path.join(ROOT, "configs", "cpu", "smollm2.recipe.json"),
-                          [f"{k}={json.dumps(v)}" for k, v in common.items()] +
-                          [f"train_data_path={json.dumps(args.data)}", f"precision={json.dumps(args.precision)}"])
+                          format_overrides({**common, "train_data_path": args.data, "precision": args.precision}))
         if args.quick:  # the tiny model: its own path, Matryoshka sizes that fit its 64 dimensions
             cfg = from_dict({**cfg.to_dict(), "model_path": args.model_dir, "gguf_file": "", "mrl_dims": [16, 32]})
     else:

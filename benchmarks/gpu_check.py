@@ -59,28 +59,34 @@ def rows(out: str):
     }
 
 
+def tokenized_dir(out: str) -> str:
+    """The embedded sample, tokenized once: every row trains on it."""
+    return os.path.join(out, "tokenized")
+
+
 def row_sets(name: str, arch: str, overrides: dict, out: str) -> dict:
     """The ``run.py --set`` keys of one row: its overrides and where its model, data and run go."""
     return {**overrides, "model_path": os.path.join(out, "models", arch),
-            "train_data_path": os.path.join(out, "tokenized"), "experiment_id": name,
+            "train_data_path": tokenized_dir(out), "experiment_id": name,
             "output_dir": os.path.join(out, "runs"), "tb_dir": os.path.join(out, "tb")}
 
 
 def row_command(name: str, arch: str, accel, overrides: dict, out: str) -> list:
+    from l2e.config import format_overrides
+
     launch = ["-m", "accelerate.commands.launch", "--config_file", accel, "--num_processes", "1"] if accel else []
     cmd = [sys.executable, *launch, "run.py", "--config", BASE_CONFIG, "--overwrite"]
-    for k, v in row_sets(name, arch, overrides, out).items():
-        cmd += ["--set", f"{k}={json.dumps(v)}"]
+    for override in format_overrides(row_sets(name, arch, overrides, out)):
+        cmd += ["--set", override]
     return cmd
 
 
 def check_rows(out: str) -> list:
     """Every row's resolved config, validated the way run.py validates it, on any machine (no CUDA, no model):
     a GPU lease is minutes long, so a misspelt key must fail here rather than there."""
-    from l2e.config import load_config
+    from l2e.config import format_overrides, load_config
 
-    return [load_config(os.path.join(ROOT, BASE_CONFIG), [f"{k}={json.dumps(v)}" for k, v in
-                                                          row_sets(name, arch, overrides, out).items()],
+    return [load_config(os.path.join(ROOT, BASE_CONFIG), format_overrides(row_sets(name, arch, overrides, out)),
                         check_paths=False)
             for name, (arch, _accel, overrides, _needs) in rows(out).items()]
 
@@ -102,10 +108,8 @@ def main(argv=None) -> None:
 
     if not torch.cuda.is_available():
         sys.exit("error: no CUDA device; this check needs a GPU (the CPU paths are covered by make test)")
-    from l2e.model.tiny import save_tiny_model
-
     peak = bf16_peak_tflops()
-    data = os.path.join(args.out, "tokenized")
+    data = tokenized_dir(args.out)
     if not os.path.isdir(data):
         subprocess.run([sys.executable, "tokenize_data.py", "--input_dir", SAMPLE, "--output_dir", data, "--tokenizer",
                         TOKENIZER, "--max_seq_length", "256", "--query_max_length", "64",
@@ -117,26 +121,7 @@ def main(argv=None) -> None:
         if needs and importlib.util.find_spec(needs) is None:
             results.append({"row": name, "skipped": f"{needs} not installed"})
             continue
-        model = os.path.join(args.out, "models", arch)
-        if not os.path.isdir(model):
-            save_tiny_model(arch, model)
-        t = time.perf_counter()
-        log = os.path.join(args.out, "logs", f"{name}.log")  # the whole output of the row, kept for a failing one
-        os.makedirs(os.path.dirname(log), exist_ok=True)
-        try:
-            with open(log, "w") as f:
-                code = subprocess.run(row_command(name, arch, accel, overrides, args.out), cwd=ROOT, stdout=f,
-                                      stderr=subprocess.STDOUT, timeout=args.row_timeout).returncode
-        except subprocess.TimeoutExpired:
-            results.append({"row": name, "error": f"stopped after {args.row_timeout} s (--row_timeout); see {log}"})
-            continue
-        if code:
-            with open(log) as f:
-                last = (f.read().strip().splitlines() or ["?"])[-1]
-            results.append({"row": name, "error": f"exit {code}: {last[:200]} (whole output: {log})"})
-            print(json.dumps(results[-1]), flush=True)
-            continue
-        results.append(measure(name, os.path.join(args.out, "runs", name), overrides, peak, time.perf_counter() - t))
+        results.append(run_row(name, arch, accel, overrides, args.out, args.row_timeout, peak))
         print(json.dumps(results[-1]), flush=True)
     text = f"bf16 matmul peak: {peak:.0f} TFLOP/s on {torch.cuda.get_device_name()}\n\n" + table(results)
     with open(os.path.join(args.out, "results.json"), "w") as f:
@@ -144,6 +129,30 @@ def main(argv=None) -> None:
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(text)
     print(text)
+
+
+def run_row(name: str, arch: str, accel, overrides: dict, out: str, timeout: int, peak: float) -> dict:
+    """One row: its model made once per architecture, run.py in its own process (its whole output in
+    ``logs/ROW.log``), then measured -- or an error naming the log."""
+    from l2e.model.tiny import save_tiny_model
+
+    sets = row_sets(name, arch, overrides, out)
+    if not os.path.isdir(sets["model_path"]):
+        save_tiny_model(arch, sets["model_path"])
+    log = os.path.join(out, "logs", f"{name}.log")
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    t = time.perf_counter()
+    try:
+        with open(log, "w") as f:
+            code = subprocess.run(row_command(name, arch, accel, overrides, out), cwd=ROOT, stdout=f,
+                                  stderr=subprocess.STDOUT, timeout=timeout).returncode
+    except subprocess.TimeoutExpired:
+        return {"row": name, "error": f"stopped after {timeout} s (--row_timeout); see {log}"}
+    if code:
+        with open(log) as f:
+            last = (f.read().strip().splitlines() or ["?"])[-1]
+        return {"row": name, "error": f"exit {code}: {last[:200]} (whole output: {log})"}
+    return measure(name, os.path.join(sets["output_dir"], name), overrides, peak, time.perf_counter() - t)
 
 
 def measure(name: str, run_dir: str, overrides: dict, peak: float, wall: float) -> dict:

@@ -419,6 +419,12 @@ def parse_override(text: str) -> tuple:
     return key.strip(), value
 
 
+def format_overrides(values: Dict[str, Any]) -> List[str]:
+    """The inverse of :func:`parse_override`: ``key=value`` strings for ``--set`` / :func:`load_config`, each value
+    as JSON so that strings, numbers, booleans and lists come back as they were."""
+    return [f"{k}={json.dumps(v)}" for k, v in values.items()]
+
+
 def from_dict(raw: Dict[str, Any], source: str = "config", check_paths: bool = True) -> Config:
     problems: List[str] = []
     values: Dict[str, Any] = {}

@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from l2e.config import Config, ConfigError, check_hidden_size, from_dict, load_config, resolve_package_path
+from l2e.config import (Config, ConfigError, check_hidden_size, format_overrides, from_dict, load_config,
+                        parse_override, resolve_package_path)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED_KEYS = """model_path experiment_id train_data_path output_dir tb_dir cache_dir train_batch_size train_epochs
@@ -185,3 +186,10 @@ def test_lora_auto_targets_stand_alone_and_precision_is_a_choice():
     assert "precision='fp16' is not allowed; use one of: auto, fp32, bf16" in errors({"model_path": "m",
                                                                                          "precision": "fp16"})
     assert from_dict({"model_path": "m"}, check_paths=False).lora_target_modules == ["auto"]
+
+
+def test_format_overrides_is_the_inverse_of_parse_override():
+    # scripts build run.py --set arguments with it: a string that looks like a number must stay a string
+    values = {"experiment_id": "42", "learning_rate": 1e-4, "mrl_dims": [64, 128], "lora_enabled": False,
+              "model_path": "a=b/c", "eval_data_dir": ""}
+    assert dict(parse_override(text) for text in format_overrides(values)) == values

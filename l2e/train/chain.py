@@ -84,7 +84,7 @@ def load_chain(path: str) -> Dict[str, Any]:
 def resolved_stages(path: str, check_paths: bool = True) -> Dict[str, Any]:
     """``run.py --chain FILE --check``: the chain checked as :func:`load_chain` does, plus each training stage's
     paths, and every stage's resolved config (``init_from`` filled in as the chain will). Loads no model."""
-    from l2e.config import ConfigError, load_config
+    from l2e.config import ConfigError, format_overrides, load_config
 
     chain = load_chain(path)
     out, previous, problems = chain["output_dir"], None, []
@@ -94,7 +94,7 @@ def resolved_stages(path: str, check_paths: bool = True) -> Dict[str, Any]:
         if "merge" in stage:
             stages[name] = {"merge": stage["merge"]}
             continue
-        extra = [f"{k}={json.dumps(v)}" for k, v in {"output_dir": out, "experiment_id": name}.items()]
+        extra = format_overrides({"output_dir": out, "experiment_id": name})
         try:
             resolved = load_config(stage["config"], _overrides(stage) + extra, check_paths=check_paths).to_dict()
         except ConfigError as e:
@@ -110,7 +110,9 @@ def resolved_stages(path: str, check_paths: bool = True) -> Dict[str, Any]:
 
 
 def _overrides(stage: dict) -> List[str]:
-    return [f"{k}={json.dumps(v)}" for k, v in (stage.get("set") or {}).items()]
+    from l2e.config import format_overrides
+
+    return format_overrides(stage.get("set") or {})
 
 
 def _merge_problems(stage: dict, where: str, earlier: List[str]) -> List[str]:
@@ -163,14 +165,14 @@ def run_chain(path: str, resume: Optional[str] = None) -> List[dict]:
 
 
 def _train_stage(stage: dict, out: str, previous: Optional[str], resume: Optional[str]) -> dict:
-    from l2e.config import load_config
+    from l2e.config import format_overrides, load_config
     from l2e.train.trainer import Trainer
 
     sets = stage.get("set") or {}
     extra = {"output_dir": out, "experiment_id": stage["name"]}
     if previous and "init_from" not in sets:
         extra["init_from"] = previous
-    cfg = load_config(stage["config"], _overrides(stage) + [f"{k}={json.dumps(v)}" for k, v in extra.items()])
+    cfg = load_config(stage["config"], _overrides(stage) + format_overrides(extra))
     print(f"chain: stage {stage['name']!r}" + (f", from {cfg.init_from}" if cfg.init_from else ""), flush=True)
     trainer = Trainer(cfg, resume=resume)
     try:
